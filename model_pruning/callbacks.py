@@ -1,0 +1,96 @@
+"""Keras callbacks: run the mask updates in `fit`, and log them."""
+
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from model_pruning.pruning import Pruning
+
+
+class UpdatePruningStep(keras.callbacks.Callback):
+    """Runs `Pruning.conditional_mask_update_op()` after every training batch.
+
+    The step is the optimizer's `iterations`, read in the graph, so updates are
+    neither skipped nor doubled with `steps_per_execution=N` (the callback
+    then runs every N steps, and an update due in between happens at the next
+    run) or when a fit is resumed from a saved model.
+
+    Raises:
+        ValueError: At the start of `fit` if the model has no pruned layers.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._pruning: Pruning | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._pruning = Pruning(model=self.model)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._pruning.conditional_mask_update_op()
+
+
+class PruningSummaries(keras.callbacks.Callback):
+    """Writes pruning scalars for TensorBoard at the optimizer's step.
+
+    Scalars: the schedule's target sparsity and last update step per hparams
+    name, and for every pruned weight its target sparsity, mask sparsity and
+    threshold (see `Pruning.add_pruning_summaries`). They go to
+    `<log_dir>/metrics`, as tfmot wrote them.
+
+    Args:
+        log_dir: Directory of the TensorBoard logs.
+        update_freq: `"epoch"` to write at the end of each epoch, or an
+            integer `N` to write every `N` batches too. Defaults to
+            `"epoch"`.
+
+    Raises:
+        ValueError: If `log_dir` is empty or `update_freq` is invalid.
+    """
+
+    def __init__(self, log_dir: str, update_freq: Any = "epoch"):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
+            raise ValueError(
+                "`log_dir` must be a non-empty path. "
+                f"Received: log_dir={log_dir!r}"
+            )
+        if update_freq != "epoch" and not (
+            isinstance(update_freq, int)
+            and not isinstance(update_freq, bool)
+            and update_freq > 0
+        ):
+            raise ValueError(
+                "`update_freq` must be 'epoch' or a positive integer. "
+                f"Received: update_freq={update_freq!r}"
+            )
+        self.log_dir = str(log_dir)
+        self.update_freq = update_freq
+        self._writer = None
+        self._pruning: Pruning | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._pruning = Pruning(model=self.model)
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, "metrics")
+            )
+
+    def on_train_batch_begin(
+        self, batch: int, logs: dict | None = None
+    ) -> None:
+        if self.update_freq != "epoch" and batch % self.update_freq == 0:
+            self._write()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._write()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _write(self) -> None:
+        with self._writer.as_default():
+            self._pruning.add_pruning_summaries()

@@ -1,0 +1,141 @@
+"""Mask math: thresholds and masks as pure functions of tensors.
+
+Nothing here touches a variable; `pruning.py` reads the variables, calls these
+functions and assigns the results.
+
+The rule (contrib's final one): keep `k = round_half_even(n * (1 - s))` of the
+`n` candidate magnitudes; the threshold is the k-th largest magnitude,
+smoothed by `threshold_decay`; the mask keeps every magnitude at or above the
+threshold. Ties at the threshold are all kept, so a tensor with many equal
+magnitudes can keep more than `k`. When `k` is 0 the threshold is the next
+float above the largest magnitude and the mask is all zeros.
+"""
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+
+class MaskUpdate(NamedTuple):
+    """A new threshold and mask for one weight."""
+
+    threshold: tf.Tensor
+    mask: tf.Tensor
+
+
+def num_kept(size: int, sparsity: tf.Tensor) -> tf.Tensor:
+    """Returns `round_half_even(size * (1 - sparsity))` as an int32 tensor."""
+    kept = tf.round(tf.cast(size, tf.float32) * (1.0 - sparsity))
+    return tf.cast(kept, tf.int32)
+
+
+def kth_largest(values: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """Returns the k-th largest entry of `values` (the reference: a full sort).
+
+    For `k == 0` returns the next float above the largest entry, so that
+    `values >= result` selects nothing.
+
+    Args:
+        values: A tensor of magnitudes (any shape).
+        k: An int32 scalar in `[0, size]`.
+
+    Returns:
+        A scalar of the dtype of `values`.
+    """
+    flat = tf.reshape(values, [-1])
+    size = flat.shape[0]
+    ordered = tf.math.top_k(flat, k=size, sorted=True).values
+    index = tf.maximum(k - 1, 0)
+    above_max = tf.math.nextafter(
+        ordered[0], tf.constant(float("inf"), flat.dtype)
+    )
+    return tf.where(k > 0, tf.gather(ordered, index), above_max)
+
+
+def magnitude_mask(
+    magnitudes: tf.Tensor,
+    sparsity: tf.Tensor,
+    previous_threshold: tf.Tensor,
+    threshold_decay: float,
+) -> MaskUpdate:
+    """Element-wise magnitude mask.
+
+    ```
+    k         = round_half_even(size * (1 - sparsity))
+    threshold = (1 - decay) * kth_largest(magnitudes, k) + decay * previous
+    mask      = magnitudes >= threshold
+    ```
+
+    Args:
+        magnitudes: Non-negative tensor of `|w|` (pruned entries already 0).
+        sparsity: Float scalar in `[0, 1)`.
+        previous_threshold: The stored threshold, used when `threshold_decay`
+            is positive.
+        threshold_decay: Python float in `[0, 1)`.
+
+    Returns:
+        A `MaskUpdate` with the threshold and a mask of `magnitudes`' dtype.
+    """
+    k = num_kept(magnitudes.shape.num_elements(), sparsity)
+    current = kth_largest(magnitudes, k)
+    if threshold_decay:
+        current = (1.0 - threshold_decay) * current + threshold_decay * tf.cast(
+            previous_threshold, current.dtype
+        )
+    mask = tf.cast(magnitudes >= current, magnitudes.dtype)
+    return MaskUpdate(current, mask)
+
+
+def block_magnitude_mask(
+    magnitudes: tf.Tensor,
+    sparsity: tf.Tensor,
+    previous_threshold: tf.Tensor,
+    threshold_decay: float,
+    block_dims: tuple[int, int],
+    pooling_function: str,
+) -> MaskUpdate:
+    """Block mask of a weight that squeezes to rank 2 (contrib's rule).
+
+    `|w|` is pooled (AVG or MAX, window = stride = block, SAME padding, so
+    edge blocks are partial and AVG averages their valid entries), the
+    element-wise rule runs on the pooled matrix (the sparsity is the fraction
+    of blocks, the threshold is in pooled units), and the block mask is
+    expanded back. A weight that does not squeeze to rank 2, or a block of
+    `1x1`, uses `magnitude_mask`.
+
+    Args:
+        magnitudes: Non-negative tensor of `|w|`.
+        sparsity: Float scalar in `[0, 1)`.
+        previous_threshold: The stored threshold.
+        threshold_decay: Python float in `[0, 1)`.
+        block_dims: `(height, width)`; `-1` means the whole dimension.
+        pooling_function: `"AVG"` or `"MAX"`.
+
+    Returns:
+        A `MaskUpdate` whose mask has the shape of `magnitudes`.
+    """
+    squeezed = tf.squeeze(magnitudes)
+    if squeezed.shape.rank != 2 or tuple(block_dims) == (1, 1):
+        return magnitude_mask(
+            magnitudes, sparsity, previous_threshold, threshold_decay
+        )
+    rows, cols = squeezed.shape
+    block = (
+        rows if block_dims[0] == -1 else block_dims[0],
+        cols if block_dims[1] == -1 else block_dims[1],
+    )
+    pooled = tf.nn.pool(
+        squeezed[tf.newaxis, :, :, tf.newaxis],
+        window_shape=block,
+        pooling_type=pooling_function,
+        strides=block,
+        padding="SAME",
+    )[0, :, :, 0]
+    update = magnitude_mask(
+        pooled, sparsity, previous_threshold, threshold_decay
+    )
+    expanded = tf.repeat(
+        tf.repeat(update.mask, block[0], axis=0), block[1], axis=1
+    )
+    mask = tf.reshape(expanded[:rows, :cols], tf.shape(magnitudes))
+    return MaskUpdate(update.threshold, mask)

@@ -1,0 +1,281 @@
+"""Sparsity schedules: pure functions of the step, and tfmot-style shells.
+
+`target_sparsity(hparams, step)` and `should_update_masks(hparams, step,
+last_update_step)` are the whole schedule. `PolynomialDecay` and
+`ConstantSparsity` keep tfmot's names and arguments; each is a thin,
+serializable way to write a `PruningHParams`, so there is one representation
+of a schedule inside the library.
+"""
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from model_pruning.hparams import NO_END_STEP
+from model_pruning.hparams import PruningHParams
+
+
+def target_sparsity(hparams: PruningHParams, step: Any) -> tf.Tensor:
+    """Returns the target sparsity at `step` (contrib's continuous eq. (1)).
+
+    ```
+    p = clip((step - sparsity_function_begin_step)
+             / (sparsity_function_end_step - sparsity_function_begin_step),
+             0, 1)
+    s = target_sparsity
+        + (initial_sparsity - target_sparsity) * (1 - p) ** exponent
+    ```
+
+    Args:
+        hparams: The `PruningHParams` that define the schedule.
+        step: The global step, a Python int or an integer scalar tensor.
+
+    Returns:
+        A float32 scalar tensor.
+    """
+    begin = hparams.sparsity_function_begin_step
+    span = hparams.sparsity_function_end_step - begin
+    elapsed = tf.cast(tf.cast(step, tf.int64) - begin, tf.float32)
+    progress = tf.clip_by_value(elapsed / float(span), 0.0, 1.0)
+    initial, final = hparams.initial_sparsity, hparams.target_sparsity
+    return final + (initial - final) * tf.pow(
+        1.0 - progress, hparams.sparsity_function_exponent
+    )
+
+
+def should_update_masks(
+    hparams: PruningHParams, step: Any, last_update_step: Any
+) -> tf.Tensor:
+    """Returns whether masks update at `step` (a boolean scalar tensor).
+
+    Contrib's rule, `begin_pruning_step <= step <= end_pruning_step` (no end
+    when `end_pruning_step` is -1) and `last_update_step + pruning_frequency
+    <= step`, plus one catch-up update at the first step at or after
+    `end_pruning_step` when the regular updates stepped over it, so the final
+    target is never missed.
+
+    Args:
+        hparams: The `PruningHParams` with the update window and frequency.
+        step: The global step, an integer scalar.
+        last_update_step: The step of the last mask update (0 before any).
+
+    Returns:
+        A boolean scalar tensor.
+    """
+    step = tf.cast(step, tf.int64)
+    last = tf.cast(last_update_step, tf.int64)
+    begun = step >= hparams.begin_pruning_step
+    due = last + hparams.pruning_frequency <= step
+    end = hparams.end_pruning_step
+    if end == NO_END_STEP:
+        return tf.logical_and(begun, due)
+    regular = tf.logical_and(due, step <= end)
+    catch_up = tf.logical_and(last < end, step >= end)
+    return tf.logical_and(begun, tf.logical_or(regular, catch_up))
+
+
+@keras.saving.register_keras_serializable(package="model_pruning")
+class PruningSchedule:
+    """Base class of the tfmot-style schedules.
+
+    A schedule is a thin shell over `PruningHParams`: `to_hparams()` returns
+    the one internal representation, `sparsity(step)` and
+    `should_prune(step, last_update_step)` evaluate the pure schedule
+    functions, and `get_config()` / `from_config()` mirror each other.
+    """
+
+    def to_hparams(self) -> PruningHParams:
+        raise NotImplementedError(
+            f"Schedule '{self.__class__.__name__}' must override "
+            "`to_hparams(self)`."
+        )
+
+    def sparsity(self, step: Any) -> tf.Tensor:
+        """Returns the target sparsity at `step`."""
+        return target_sparsity(self.to_hparams(), step)
+
+    def should_prune(self, step: Any, last_update_step: Any = 0) -> tf.Tensor:
+        """Returns whether masks update at `step`, given the last update."""
+        return should_update_masks(self.to_hparams(), step, last_update_step)
+
+    def get_config(self) -> dict[str, Any]:
+        raise NotImplementedError(
+            f"Schedule '{self.__class__.__name__}' must override "
+            "`get_config(self)`."
+        )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "PruningSchedule":
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(self) is type(other)
+            and self.get_config() == other.get_config()
+        )
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{self.__class__.__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="model_pruning")
+class PolynomialDecay(PruningSchedule):
+    """Sparsity rising from `initial_sparsity` to `final_sparsity` (eq. (1)).
+
+    ```
+    p = clip((step - begin_step) / (end_step - begin_step), 0, 1)
+    s = final_sparsity + (initial_sparsity - final_sparsity) * (1 - p) ** power
+    ```
+
+    Masks update every `frequency` steps from `begin_step` to `end_step`, and
+    once more at the first step at or after `end_step` if an update did not
+    fall on it.
+
+    Args:
+        initial_sparsity: Sparsity at `begin_step`, in `[0, 1)`.
+        final_sparsity: Sparsity at and after `end_step`, in `[0, 1)`.
+        begin_step: First step of pruning, `>= 0`.
+        end_step: Step where `final_sparsity` is reached, `> begin_step`.
+        power: Exponent of the polynomial. Defaults to `3`.
+        frequency: Steps between mask updates, `>= 1`. Defaults to `100`.
+
+    Raises:
+        ValueError: If an argument is out of range.
+
+    Example:
+
+    >>> schedule = PolynomialDecay(0.0, 0.9, begin_step=0, end_step=100)
+    >>> round(float(schedule.sparsity(50)), 4)
+    0.7875
+    """
+
+    def __init__(
+        self,
+        initial_sparsity: float,
+        final_sparsity: float,
+        begin_step: int,
+        end_step: int,
+        power: float = 3,
+        frequency: int = 100,
+    ):
+        self.initial_sparsity = initial_sparsity
+        self.final_sparsity = final_sparsity
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.power = power
+        self.frequency = frequency
+        _check_schedule_args(self.get_config())
+        self.to_hparams()
+
+    def to_hparams(self) -> PruningHParams:
+        return PruningHParams(
+            begin_pruning_step=self.begin_step,
+            end_pruning_step=self.end_step,
+            pruning_frequency=self.frequency,
+            initial_sparsity=float(self.initial_sparsity),
+            target_sparsity=float(self.final_sparsity),
+            sparsity_function_begin_step=self.begin_step,
+            sparsity_function_end_step=self.end_step,
+            sparsity_function_exponent=float(self.power),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
+
+
+@keras.saving.register_keras_serializable(package="model_pruning")
+class ConstantSparsity(PruningSchedule):
+    """Prune to `target_sparsity` at once, re-pruning every `frequency` steps.
+
+    Args:
+        target_sparsity: The sparsity, in `[0, 1)`.
+        begin_step: First step of pruning, `>= 0`.
+        end_step: Last step of pruning; `-1` prunes until training stops.
+            Defaults to `-1`.
+        frequency: Steps between mask updates, `>= 1`. Defaults to `100`.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+
+    def __init__(
+        self,
+        target_sparsity: float,
+        begin_step: int,
+        end_step: int = NO_END_STEP,
+        frequency: int = 100,
+    ):
+        self.target_sparsity = target_sparsity
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.frequency = frequency
+        _check_schedule_args(self.get_config())
+        self.to_hparams()
+
+    def to_hparams(self) -> PruningHParams:
+        return PruningHParams(
+            begin_pruning_step=self.begin_step,
+            end_pruning_step=self.end_step,
+            pruning_frequency=self.frequency,
+            initial_sparsity=float(self.target_sparsity),
+            target_sparsity=float(self.target_sparsity),
+            sparsity_function_begin_step=self.begin_step,
+            sparsity_function_end_step=self.begin_step + 1,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+
+def _check_schedule_args(config: dict[str, Any]) -> None:
+    """Raises a `ValueError` naming the tfmot argument that is out of range."""
+    for name in ("initial_sparsity", "final_sparsity", "target_sparsity"):
+        if name in config:
+            value = config[name]
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(
+                    f"`{name}` must be a number in [0, 1). "
+                    f"Received: {name}={value!r}"
+                )
+    for name in ("begin_step", "end_step", "frequency"):
+        value = config[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(
+                f"`{name}` must be an integer. Received: {name}={value!r}"
+            )
+    if config["begin_step"] < 0:
+        raise ValueError(
+            "`begin_step` must be >= 0. "
+            f"Received: begin_step={config['begin_step']}"
+        )
+    if config["frequency"] < 1:
+        raise ValueError(
+            "`frequency` must be >= 1. "
+            f"Received: frequency={config['frequency']}"
+        )
+    end = config["end_step"]
+    if end != NO_END_STEP and end <= config["begin_step"] or end < NO_END_STEP:
+        raise ValueError(
+            "`end_step` must be after `begin_step` (or -1 for no end where "
+            f"allowed). Received: begin_step={config['begin_step']}, "
+            f"end_step={end}"
+        )
+    if "final_sparsity" in config and end == NO_END_STEP:
+        raise ValueError(
+            "PolynomialDecay needs an `end_step` where `final_sparsity` is "
+            f"reached. Received: end_step={end}"
+        )

@@ -1,0 +1,187 @@
+"""`PruneLowMagnitude`: the layer wrapper that owns the pruning variables.
+
+For each prunable weight `<w>` of the wrapped layer the wrapper adds two
+non-trainable variables, `<w>_mask` (ones, the weight's shape and dtype) and
+`<w>_threshold` (a zero scalar), plus one int64 `last_mask_update_step` for the
+layer. It only holds state and applies the mask; `pruning.Pruning` decides
+when and how masks change.
+"""
+
+from typing import Any
+from typing import NamedTuple
+
+import keras
+
+from model_pruning import registry
+from model_pruning.hparams import PruningHParams
+
+
+class PrunedWeight(NamedTuple):
+    """One pruned weight and its pruning state.
+
+    Attributes:
+        name: The weight's path without the wrapper's prefix, e.g.
+            `"dense_1/kernel"`; `weight_sparsity_map` and `block_dims_map`
+            match against it.
+        weight: The layer's variable.
+        mask: Its mask variable (0 or 1).
+        threshold: Its threshold variable.
+        block_dims: `(height, width)` of a pruning block.
+        sparsity_scale: Factor on the schedule's sparsity, from
+            `weight_sparsity_map` (1.0 when no entry matches).
+    """
+
+    name: str
+    weight: Any
+    mask: Any
+    threshold: Any
+    block_dims: tuple[int, int]
+    sparsity_scale: float
+
+
+class _Untracked:
+    """Holds Python objects out of sight of Keras' attribute tracker."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+def _as_hparams(hparams: Any) -> PruningHParams:
+    if hparams is None:
+        return PruningHParams()
+    if isinstance(hparams, PruningHParams):
+        return hparams
+    if isinstance(hparams, dict):
+        return PruningHParams.from_config(hparams)
+    raise TypeError(
+        "`hparams` must be a PruningHParams (from `get_pruning_hparams()`) or "
+        f"its config dict. Received: hparams={hparams!r}"
+    )
+
+
+@keras.saving.register_keras_serializable(package="model_pruning")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer so that its prunable weights are masked.
+
+    Every call, in training and inference, first sets each pruned weight to
+    `weight * mask`, then runs the wrapped layer, so the forward pass only
+    sees unpruned weights and stored weights stay exactly zero where masked.
+    Masks change only when a `Pruning` object (run by the
+    `UpdatePruningStep` callback in `fit`) updates them.
+
+    Args:
+        layer: The Keras layer to prune: a supported layer (see
+            `registry.supported_layer_names()`) or one with
+            `get_prunable_weights()`.
+        hparams: A `PruningHParams` or its config dict. Defaults to
+            `get_pruning_hparams()`.
+        **kwargs: Base layer arguments such as `name`. Defaults the name to
+            `"prune_low_magnitude_<layer name>"`.
+
+    Raises:
+        ValueError: If `layer` is already wrapped or cannot be pruned.
+        TypeError: If `hparams` has the wrong type.
+    """
+
+    def __init__(
+        self, layer: keras.layers.Layer, hparams: Any = None, **kwargs
+    ):
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(
+                f"Layer {layer.name!r} is already wrapped for pruning. "
+                f"Received: layer={layer.__class__.__name__}"
+            )
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(
+                f"`layer` must be a Keras layer. Received: layer={layer!r}"
+            )
+        if not registry.is_supported(layer):
+            raise ValueError(
+                f"Layer {layer.name!r} of class {layer.__class__.__name__} "
+                f"cannot be pruned. Supported: "
+                f"{registry.supported_layer_names()}. "
+                f"Received: layer={layer.__class__.__name__}"
+            )
+        hparams = _as_hparams(hparams)
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.hparams = hparams
+        self.supports_masking = layer.supports_masking
+        self._pruned = _Untracked(())
+
+    @property
+    def pruned_weights(self) -> tuple[PrunedWeight, ...]:
+        """The pruned weights with their masks and thresholds, in order."""
+        return self._pruned.value
+
+    def build(self, input_shape: Any = None) -> None:
+        super().build(input_shape)
+        entries, seen = [], set()
+        for weight in registry.prunable_weights(self.layer):
+            name = _relative_path(weight.path, self.name)
+            base = weight.name
+            while base in seen:
+                base = f"{base}_{len(seen)}"
+            seen.add(base)
+            entries.append(self._add_pruning_variables(weight, name, base))
+        self.last_mask_update_step = self.add_weight(
+            name="last_mask_update_step",
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+        )
+        self._pruned = _Untracked(tuple(entries))
+
+    def _add_pruning_variables(
+        self, weight, name: str, base: str
+    ) -> PrunedWeight:
+        mask = self.add_weight(
+            name=f"{base}_mask",
+            shape=weight.shape,
+            dtype=weight.dtype,
+            initializer="ones",
+            trainable=False,
+        )
+        threshold = self.add_weight(
+            name=f"{base}_threshold",
+            shape=(),
+            dtype=weight.dtype,
+            initializer="zeros",
+            trainable=False,
+        )
+        mapped = self.hparams.weight_target_sparsity(name)
+        scale = 1.0 if mapped is None else mapped / self.hparams.target_sparsity
+        return PrunedWeight(
+            name=name,
+            weight=weight,
+            mask=mask,
+            threshold=threshold,
+            block_dims=self.hparams.block_dims(name),
+            sparsity_scale=scale,
+        )
+
+    def apply_masks(self) -> None:
+        """Sets every pruned weight to `weight * mask`."""
+        for entry in self.pruned_weights:
+            entry.weight.assign(entry.weight * entry.mask)
+
+    def call(self, inputs, *args, **kwargs):
+        self.apply_masks()
+        # A Keras mask on `inputs` reaches the wrapped layer by itself.
+        return self.layer(inputs, *args, **kwargs)
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        return self.layer.compute_output_spec(inputs, *args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "hparams": self.hparams.get_config()}
+
+
+def _relative_path(path: str, wrapper_name: str) -> str:
+    """Drops the wrapper's own name scope from a variable path."""
+    prefix = f"{wrapper_name}/"
+    return path.replace(prefix, "", 1) if prefix in path else path

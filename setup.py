@@ -1,0 +1,26 @@
+"""Installs model_pruning: gradual magnitude pruning for Keras 3."""
+
+from setuptools import find_packages
+from setuptools import setup
+
+setup(
+    name="model_pruning",
+    version="0.1.0",
+    description=(
+        "Gradual magnitude pruning (Zhu & Gupta 2017) for Keras 3 on TensorFlow"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["model_pruning", "model_pruning.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "tensorflow-cpu==2.21.0; platform_machine!='aarch64'",
+        "tensorflow==2.21.0; platform_machine=='aarch64'",
+        "keras>=3.15,<3.16",
+        "numpy",
+        "absl-py",
+        "tensorboard",
+    ],
+    extras_require={"dev": ["pytest", "ruff"]},
+    license="Apache-2.0",
+)
