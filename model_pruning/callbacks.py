@@ -26,7 +26,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._pruning: Pruning | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._pruning = Pruning(model=self.model)
+        self._pruning = _pruning_for(self.model, self._pruning)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._pruning.conditional_mask_update_op()
@@ -72,7 +72,7 @@ class PruningSummaries(keras.callbacks.Callback):
         self._pruning: Pruning | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._pruning = Pruning(model=self.model)
+        self._pruning = _pruning_for(self.model, self._pruning)
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(
                 os.path.join(self.log_dir, "metrics")
@@ -94,3 +94,11 @@ class PruningSummaries(keras.callbacks.Callback):
     def _write(self) -> None:
         with self._writer.as_default():
             self._pruning.add_pruning_summaries()
+
+
+def _pruning_for(model: keras.Model, previous: Pruning | None) -> Pruning:
+    """Returns a `Pruning` for `model`, reusing `previous` (and its traced
+    update function) when a later `fit` trains the same model."""
+    if previous is not None and previous.model is model:
+        return previous
+    return Pruning(model=model)

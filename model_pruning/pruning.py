@@ -90,6 +90,11 @@ class Pruning:
         )
 
     @property
+    def model(self) -> Any:
+        """The model (or layers) this object updates."""
+        return self._model
+
+    @property
     def layers(self) -> list[PruneLowMagnitude]:
         """The pruned layers this object updates."""
         return list(self._layers)

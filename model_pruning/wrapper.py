@@ -20,9 +20,10 @@ class PrunedWeight(NamedTuple):
     """One pruned weight and its pruning state.
 
     Attributes:
-        name: The weight's path without the wrapper's prefix, e.g.
-            `"dense_1/kernel"`; `weight_sparsity_map` and `block_dims_map`
-            match against it.
+        name: `<layer name>/<path inside the layer>`, e.g.
+            `"dense_1/kernel"` or `"lstm/lstm_cell/recurrent_kernel"`, the
+            same wherever the layer was built; `weight_sparsity_map` and
+            `block_dims_map` match against it.
         weight: The layer's variable.
         mask: Its mask variable (0 or 1).
         threshold: Its threshold variable.
@@ -118,7 +119,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         super().build(input_shape)
         entries, seen = [], set()
         for weight in registry.prunable_weights(self.layer):
-            name = _relative_path(weight.path, self.name)
+            name = _weight_name(weight, self.layer.name)
             base = weight.name
             while base in seen:
                 base = f"{base}_{len(seen)}"
@@ -181,7 +182,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return {**super().get_config(), "hparams": self.hparams.get_config()}
 
 
-def _relative_path(path: str, wrapper_name: str) -> str:
-    """Drops the wrapper's own name scope from a variable path."""
-    prefix = f"{wrapper_name}/"
-    return path.replace(prefix, "", 1) if prefix in path else path
+def _weight_name(weight, layer_name: str) -> str:
+    """Returns `<layer name>/<path inside the layer>`, e.g. `dense_1/kernel`.
+
+    Variable paths depend on the name scopes a layer was built under (a model,
+    a wrapper); this name does not, so it is the same before and after a
+    `.keras` round trip.
+    """
+    parts = weight.path.split("/")
+    if layer_name in parts[:-1]:
+        start = len(parts) - 1 - parts[:-1][::-1].index(layer_name) - 1
+        return "/".join(parts[start:])
+    return f"{layer_name}/{weight.name}"

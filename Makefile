@@ -1,0 +1,43 @@
+# Set-up is part of every target: `make demo` and `make test` create or update
+# .venv (Python and make are all a fresh machine needs).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: venv test lint demo fashion-mnist bazel-query clean
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+# Offline machines get Fashion-MNIST from Debian's package when apt is usable;
+# otherwise the demo downloads it through keras.datasets.
+fashion-mnist:
+	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null 2>&1 \
+	    && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist \
+	    || echo "apt-get could not install dataset-fashion-mnist"; \
+	fi
+
+demo: $(STAMP) fashion-mnist
+	$(BIN)/python examples/fashion_mnist_demo.py
+
+bazel-query:
+	bazel query //...
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
