@@ -401,7 +401,13 @@ def _validate(spec: PruningHParams) -> None:
                 "block_dims_map entries must be 'regex:HxW'. "
                 f"Received: {entry!r}"
             )
-        height, width = _parse_block_dims(value)
+        try:
+            height, width = _parse_block_dims(value)
+        except ValueError as error:
+            raise ValueError(
+                f"Invalid block_dims_map entry: {error}. "
+                f"Received: block_dims_map entry {entry!r}"
+            ) from None
         if height == 0 or width == 0 or height < -1 or width < -1:
             raise ValueError(
                 "block_dims_map dimensions must be positive or -1. "

@@ -96,7 +96,7 @@ def block_magnitude_mask(
 ) -> MaskUpdate:
     """Block mask of a weight that squeezes to rank 2 (contrib's rule).
 
-    `|w|` is pooled (AVG or MAX, window = stride = block, SAME padding, so
+    `|w|` is pooled over blocks tiled from the top-left corner (AVG or MAX;
     edge blocks are partial and AVG averages their valid entries), the
     element-wise rule runs on the pooled matrix (the sparsity is the fraction
     of blocks, the threshold is in pooled units), and the block mask is
@@ -124,13 +124,7 @@ def block_magnitude_mask(
         rows if block_dims[0] == -1 else block_dims[0],
         cols if block_dims[1] == -1 else block_dims[1],
     )
-    pooled = tf.nn.pool(
-        squeezed[tf.newaxis, :, :, tf.newaxis],
-        window_shape=block,
-        pooling_type=pooling_function,
-        strides=block,
-        padding="SAME",
-    )[0, :, :, 0]
+    pooled = _pool_blocks(squeezed, block, pooling_function)
     update = magnitude_mask(
         pooled, sparsity, previous_threshold, threshold_decay
     )
@@ -139,3 +133,34 @@ def block_magnitude_mask(
     )
     mask = tf.reshape(expanded[:rows, :cols], tf.shape(magnitudes))
     return MaskUpdate(update.threshold, mask)
+
+
+def _pool_blocks(
+    values: tf.Tensor, block: tuple[int, int], pooling_function: str
+) -> tf.Tensor:
+    """Pools a rank-2 tensor over blocks tiled from its top-left corner.
+
+    The input is padded at the bottom and right only, so block `(i, j)`
+    covers rows `i*h:(i+1)*h` and columns `j*w:(j+1)*w`: exactly what the
+    expanded mask covers. (TF's SAME padding also pads at the top and left
+    when the padding is 2 or more, which would misalign the blocks.) AVG
+    averages only the entries inside the tensor.
+    """
+    rows, cols = values.shape
+    pad = [[0, -rows % block[0]], [0, -cols % block[1]]]
+
+    def pool(x: tf.Tensor, kind: str) -> tf.Tensor:
+        return tf.nn.pool(
+            tf.pad(x, pad)[tf.newaxis, :, :, tf.newaxis],
+            window_shape=block,
+            pooling_type=kind,
+            strides=block,
+            padding="VALID",
+        )[0, :, :, 0]
+
+    if pooling_function == "MAX":
+        # Magnitudes are non-negative, so zero padding never wins a max.
+        return pool(values, "MAX")
+    block_sums = pool(values, "AVG")
+    valid_fraction = pool(tf.ones_like(values), "AVG")
+    return block_sums / valid_fraction

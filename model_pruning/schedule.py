@@ -36,12 +36,15 @@ def target_sparsity(hparams: PruningHParams, step: Any) -> tf.Tensor:
     """
     begin = hparams.sparsity_function_begin_step
     span = hparams.sparsity_function_end_step - begin
-    elapsed = tf.cast(tf.cast(step, tf.int64) - begin, tf.float32)
+    # float64, rounded once at the end: graph rewrites of the division (x / c
+    # into x * (1 / c)) then give the same float32 eagerly and in a graph.
+    elapsed = tf.cast(tf.cast(step, tf.int64) - begin, tf.float64)
     progress = tf.clip_by_value(elapsed / float(span), 0.0, 1.0)
     initial, final = hparams.initial_sparsity, hparams.target_sparsity
-    return final + (initial - final) * tf.pow(
-        1.0 - progress, hparams.sparsity_function_exponent
+    sparsity = final + (initial - final) * tf.pow(
+        1.0 - progress, float(hparams.sparsity_function_exponent)
     )
+    return tf.cast(sparsity, tf.float32)
 
 
 def should_update_masks(

@@ -12,5 +12,6 @@ import pytest  # noqa: E402
 def _seeded():
     """Seeds Python, NumPy and TensorFlow before every test."""
     keras.utils.set_random_seed(1234)
-    keras.backend.clear_session()
+    # free_memory=False skips a gc.collect() that costs ~0.1 s per test.
+    keras.backend.clear_session(free_memory=False)
     yield
