@@ -182,20 +182,24 @@ class Pruning:
         """Writes contrib's scalars to the default `tf.summary` writer.
 
         `<name>/sparsity` (the schedule's target) and
-        `<name>/last_mask_update_step` per hparams name, and
+        `<name>/last_mask_update_step` once per hparams name (from the first
+        layer with that name), and
         `<weight>/sparsity`, `<weight>/target_sparsity` and
         `<weight>/threshold` per pruned weight.
         """
         step = self.global_step() if step is None else step
+        first_layer_by_name = {}
         for layer in self._layers:
             hparams = self._spec or layer.hparams
+            first_layer_by_name.setdefault(hparams.name, layer)
+        for name, layer in first_layer_by_name.items():
             tf.summary.scalar(
-                f"{hparams.name}/sparsity",
-                self.sparsity(hparams, step),
+                f"{name}/sparsity",
+                self.sparsity(self._spec or layer.hparams, step),
                 step=step,
             )
             tf.summary.scalar(
-                f"{hparams.name}/last_mask_update_step",
+                f"{name}/last_mask_update_step",
                 layer.last_mask_update_step,
                 step=step,
             )
