@@ -6,10 +6,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import as_numpy
+from reference import expected_kept
+from reference import zhu_gupta_target
 
 import model_pruning as mp
-
-_F32 = np.float32
 
 
 def _model():
@@ -44,24 +45,8 @@ def _data(samples, seed=0):
     return x, y
 
 
-def _as_np(variable):
-    return keras.ops.convert_to_numpy(variable)
-
-
 def _iterations(model):
-    return int(_as_np(model.optimizer.iterations))
-
-
-def _zhu_gupta_target(step, initial, final, begin, end, power=3):
-    """Eq. (1) of Zhu & Gupta (2017), clipped, in float32 arithmetic."""
-    progress = _F32(step - begin) / _F32(end - begin)
-    progress = np.clip(progress, _F32(0.0), _F32(1.0)).astype(_F32)
-    decay = (_F32(1.0) - progress) ** _F32(power)
-    return _F32(_F32(final) + _F32(initial - final) * decay)
-
-
-def _expected_kept(size, sparsity):
-    return int(np.round(_F32(size) * (_F32(1.0) - _F32(sparsity))))
+    return int(as_numpy(model.optimizer.iterations))
 
 
 def _read_scalars(directory):
@@ -120,7 +105,7 @@ def test_pruning_summaries_writes_scalars_at_optimizer_steps(tmp_path):
     )
     for step, value in scalars[target_tag]:
         assert value == pytest.approx(
-            float(_zhu_gupta_target(step, 0.0, 0.8, 0, 40)), abs=1e-6
+            float(zhu_gupta_target(step, 0.0, 0.8, 0, 40)), abs=1e-6
         )
         assert value == pytest.approx(
             float(mp.target_sparsity(hparams, step)), abs=1e-6
@@ -132,7 +117,7 @@ def test_pruning_summaries_writes_scalars_at_optimizer_steps(tmp_path):
         "dense_1/kernel",
     ]
     final_sparsity = mp.get_weight_sparsity(pruned)
-    final_thresholds = [float(_as_np(t)) for t in mp.get_thresholds(pruned)]
+    final_thresholds = [float(as_numpy(t)) for t in mp.get_thresholds(pruned)]
     for entry, sparsity, threshold in zip(
         entries, final_sparsity, final_thresholds, strict=True
     ):
@@ -153,12 +138,12 @@ def test_pruning_summaries_writes_scalars_at_optimizer_steps(tmp_path):
         assert values[0] > 0.0
         size = int(np.prod(entry.weight.shape))
         last_update = int(
-            _as_np(mp.pruned_layers(pruned)[0].last_mask_update_step)
+            as_numpy(mp.pruned_layers(pruned)[0].last_mask_update_step)
         )
         assert last_update == 15
-        target = _zhu_gupta_target(last_update, 0.0, 0.8, 0, 40)
+        target = zhu_gupta_target(last_update, 0.0, 0.8, 0, 40)
         assert last_value == pytest.approx(
-            1.0 - _expected_kept(size, target) / size, abs=1e-6
+            1.0 - expected_kept(size, target) / size, abs=1e-6
         )
 
 
@@ -235,29 +220,29 @@ def test_update_pruning_step_second_fit_continues_schedule():
     pruned.fit(x, y, batch_size=10, epochs=1, callbacks=[callback], verbose=0)
     assert _iterations(pruned) == 15
     layers = mp.pruned_layers(pruned)
-    assert [int(_as_np(layer.last_mask_update_step)) for layer in layers] == [
+    assert [int(as_numpy(layer.last_mask_update_step)) for layer in layers] == [
         10,
         10,
     ]
-    first_masks = [_as_np(m).copy() for m in mp.get_masks(pruned)]
+    first_masks = [as_numpy(m).copy() for m in mp.get_masks(pruned)]
     sizes = [m.size for m in first_masks]
     for size, mask in zip(sizes, first_masks, strict=True):
-        target = _zhu_gupta_target(10, 0.0, 0.8, begin, end)
-        assert np.count_nonzero(mask) == _expected_kept(size, target)
+        target = zhu_gupta_target(10, 0.0, 0.8, begin, end)
+        assert np.count_nonzero(mask) == expected_kept(size, target)
 
     pruned.fit(x, y, batch_size=10, epochs=1, callbacks=[callback], verbose=0)
     # The step keeps counting; a restarted schedule would stop at 10 again.
     assert _iterations(pruned) == 30
-    assert [int(_as_np(layer.last_mask_update_step)) for layer in layers] == [
+    assert [int(as_numpy(layer.last_mask_update_step)) for layer in layers] == [
         30,
         30,
     ]
-    target = _zhu_gupta_target(30, 0.0, 0.8, begin, end)
+    target = zhu_gupta_target(30, 0.0, 0.8, begin, end)
     for size, old, mask in zip(
         sizes, first_masks, mp.get_masks(pruned), strict=True
     ):
-        mask = _as_np(mask)
-        assert np.count_nonzero(mask) == _expected_kept(size, target)
+        mask = as_numpy(mask)
+        assert np.count_nonzero(mask) == expected_kept(size, target)
         assert np.count_nonzero(mask) < np.count_nonzero(old)
         assert np.all(mask <= old)
 
@@ -271,12 +256,12 @@ def test_update_pruning_step_second_fit_continues_schedule():
         verbose=0,
     )
     assert _iterations(pruned) == 45
-    assert [int(_as_np(layer.last_mask_update_step)) for layer in layers] == [
+    assert [int(as_numpy(layer.last_mask_update_step)) for layer in layers] == [
         40,
         40,
     ]
     for size, mask in zip(sizes, mp.get_masks(pruned), strict=True):
-        assert np.count_nonzero(_as_np(mask)) == _expected_kept(size, 0.8)
+        assert np.count_nonzero(as_numpy(mask)) == expected_kept(size, 0.8)
 
 
 def test_pruning_summaries_writes_each_tag_once_per_step(tmp_path):

@@ -11,6 +11,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import as_numpy
+from reference import expected_kept
+from reference import zhu_gupta_target
 
 import model_pruning as mp
 
@@ -46,19 +49,6 @@ def _compile(model, optimizer="adam", **kwargs):
     return model
 
 
-def _zhu_gupta_target(step, initial, final, begin, end, power=3):
-    """Eq. (1) of Zhu & Gupta (2017), clipped, in float32 arithmetic."""
-    progress = _F32(step - begin) / _F32(end - begin)
-    progress = np.clip(progress, _F32(0.0), _F32(1.0)).astype(_F32)
-    decay = (_F32(1.0) - progress) ** _F32(power)
-    return _F32(_F32(final) + _F32(initial - final) * decay)
-
-
-def _expected_kept(size, sparsity):
-    """round_half_even(n * (1 - s)), computed in float32 like the library."""
-    return int(np.round(_F32(size) * (_F32(1.0) - _F32(sparsity))))
-
-
 def _expected_update_steps(begin, end, frequency, last_step):
     """Contrib's update rule plus the catch-up at the end step."""
     steps, last = [], 0
@@ -71,10 +61,6 @@ def _expected_update_steps(begin, end, frequency, last_step):
     return steps
 
 
-def _as_np(variable):
-    return keras.ops.convert_to_numpy(variable)
-
-
 class _MaskRecorder(keras.callbacks.Callback):
     """Records, after each batch, the step, update steps and masks."""
 
@@ -85,12 +71,12 @@ class _MaskRecorder(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.rows.append(
             (
-                int(_as_np(self.model.optimizer.iterations)),
+                int(as_numpy(self.model.optimizer.iterations)),
                 [
-                    int(_as_np(layer.last_mask_update_step))
+                    int(as_numpy(layer.last_mask_update_step))
                     for layer in mp.pruned_layers(self.model)
                 ],
-                [_as_np(mask).copy() for mask in mp.get_masks(self.model)],
+                [as_numpy(mask).copy() for mask in mp.get_masks(self.model)],
             )
         )
 
@@ -116,7 +102,7 @@ def test_fit_mlp_reaches_target_and_follows_eq1_at_every_update():
         verbose=0,
     )
     total_steps = 50
-    assert int(_as_np(pruned.optimizer.iterations)) == total_steps
+    assert int(as_numpy(pruned.optimizer.iterations)) == total_steps
     assert [row[0] for row in recorder.rows] == list(range(1, total_steps + 1))
 
     layers = mp.pruned_layers(pruned)
@@ -139,14 +125,14 @@ def test_fit_mlp_reaches_target_and_follows_eq1_at_every_update():
         if changed:
             observed_updates.append(step)
             assert lasts == [step] * len(layers)
-            target = _zhu_gupta_target(step, initial, final, begin, end)
+            target = zhu_gupta_target(step, initial, final, begin, end)
             for layer in layers:
                 library_target = float(mp.target_sparsity(layer.hparams, step))
                 assert library_target == pytest.approx(float(target), abs=1e-6)
             for size, mask, old in zip(
                 sizes, masks, previous_masks, strict=True
             ):
-                assert np.count_nonzero(mask) == _expected_kept(size, target)
+                assert np.count_nonzero(mask) == expected_kept(size, target)
                 # Masks only shrink: nothing pruned comes back.
                 assert np.all(mask <= old)
         else:
@@ -157,10 +143,10 @@ def test_fit_mlp_reaches_target_and_follows_eq1_at_every_update():
 
     # Final state: exactly round_half_even(0.1 * n) entries kept.
     for size, mask in zip(sizes, mp.get_masks(pruned), strict=True):
-        mask = _as_np(mask)
+        mask = as_numpy(mask)
         assert set(np.unique(mask)) <= {0.0, 1.0}
         assert np.count_nonzero(mask) == int(np.round(0.1 * size))
-        assert np.count_nonzero(mask) == _expected_kept(size, final)
+        assert np.count_nonzero(mask) == expected_kept(size, final)
 
     # Biases are never pruned.
     for layer in layers:
@@ -169,7 +155,7 @@ def test_fit_mlp_reaches_target_and_follows_eq1_at_every_update():
         ] == ["kernel"]
         assert not any("bias" in entry.name for entry in layer.pruned_weights)
 
-    masks = [_as_np(m) for m in mp.get_masks(pruned)]
+    masks = [as_numpy(m) for m in mp.get_masks(pruned)]
     stripped = mp.strip_pruning(pruned)
     dense_layers = [
         layer
@@ -178,10 +164,10 @@ def test_fit_mlp_reaches_target_and_follows_eq1_at_every_update():
     ]
     assert len(dense_layers) == 3
     for layer, size, mask in zip(dense_layers, sizes, masks, strict=True):
-        kernel = _as_np(layer.kernel)
+        kernel = as_numpy(layer.kernel)
         assert np.count_nonzero(kernel) == int(np.round(0.1 * size))
         np.testing.assert_array_equal(kernel != 0, mask != 0)
-        bias = _as_np(layer.bias)
+        bias = as_numpy(layer.bias)
         assert np.count_nonzero(bias) == bias.size
 
 
@@ -205,7 +191,7 @@ def test_fit_catch_up_update_reaches_final_sparsity_when_end_is_skipped():
         callbacks=[mp.UpdatePruningStep(), recorder],
         verbose=0,
     )
-    assert int(_as_np(pruned.optimizer.iterations)) == 30
+    assert int(as_numpy(pruned.optimizer.iterations)) == 30
 
     updates, last = [], 0
     for step, lasts, _ in recorder.rows:
@@ -220,16 +206,16 @@ def test_fit_catch_up_update_reaches_final_sparsity_when_end_is_skipped():
     hparams = mp.pruned_layers(pruned)[0].hparams
     assert float(mp.target_sparsity(hparams, 25)) == float(_F32(0.9))
     # Without the catch-up the last update (step 20) would leave 0.8928.
-    stale = float(_zhu_gupta_target(20, 0.0, 0.9, begin, end))
+    stale = float(zhu_gupta_target(20, 0.0, 0.9, begin, end))
     assert stale == pytest.approx(0.8928, abs=1e-6)
     for weight, mask in zip(
         mp.get_weights(pruned), mp.get_masks(pruned), strict=True
     ):
         size = int(np.prod(weight.shape))
-        kept = np.count_nonzero(_as_np(mask))
-        assert kept == _expected_kept(size, 0.9)
+        kept = np.count_nonzero(as_numpy(mask))
+        assert kept == expected_kept(size, 0.9)
         assert kept == int(np.round(0.1 * size))
-        assert kept < _expected_kept(size, stale)
+        assert kept < expected_kept(size, stale)
     for sparsity, weight in zip(
         mp.get_weight_sparsity(pruned), mp.get_weights(pruned), strict=True
     ):
@@ -253,16 +239,16 @@ def _build_resume_model():
 
 def _pruning_state(model):
     return {
-        "iterations": int(_as_np(model.optimizer.iterations)),
-        "masks": [_as_np(v).copy() for v in mp.get_masks(model)],
-        "thresholds": [_as_np(v).copy() for v in mp.get_thresholds(model)],
-        "weights": [_as_np(v).copy() for v in mp.get_weights(model)],
+        "iterations": int(as_numpy(model.optimizer.iterations)),
+        "masks": [as_numpy(v).copy() for v in mp.get_masks(model)],
+        "thresholds": [as_numpy(v).copy() for v in mp.get_thresholds(model)],
+        "weights": [as_numpy(v).copy() for v in mp.get_weights(model)],
         "last": [
-            int(_as_np(layer.last_mask_update_step))
+            int(as_numpy(layer.last_mask_update_step))
             for layer in mp.pruned_layers(model)
         ],
-        "variables": {v.path: _as_np(v).copy() for v in model.variables},
-        "optimizer": [_as_np(v).copy() for v in model.optimizer.variables],
+        "variables": {v.path: as_numpy(v).copy() for v in model.variables},
+        "optimizer": [as_numpy(v).copy() for v in model.optimizer.variables],
     }
 
 
@@ -332,7 +318,7 @@ def test_save_mid_pruning_and_resume_matches_uninterrupted_fit(tmp_path):
         np.testing.assert_array_equal(state_b["variables"][name], value)
     # The schedule continued to the final target rather than restarting.
     for weight, mask in zip(state_b["weights"], state_b["masks"], strict=True):
-        assert np.count_nonzero(mask) == _expected_kept(weight.size, 0.8)
+        assert np.count_nonzero(mask) == expected_kept(weight.size, 0.8)
 
 
 def _forbidden_paths(model):
@@ -367,9 +353,9 @@ def test_strip_pruning_gives_identical_predictions_and_sparse_exports(
         assert np.array_equal(original_value, value)
     assert not mp.pruned_layers(original)
 
-    masks = [_as_np(m).copy() for m in mp.get_masks(pruned)]
+    masks = [as_numpy(m).copy() for m in mp.get_masks(pruned)]
     for mask in masks:
-        assert np.count_nonzero(mask) == _expected_kept(mask.size, 0.75)
+        assert np.count_nonzero(mask) == expected_kept(mask.size, 0.75)
 
     stripped = mp.strip_pruning(pruned)
     assert not mp.pruned_layers(stripped)
@@ -382,7 +368,7 @@ def test_strip_pruning_gives_identical_predictions_and_sparse_exports(
 
     def check_sparse(model):
         kernels = [
-            _as_np(layer.kernel)
+            as_numpy(layer.kernel)
             for layer in model.layers
             if isinstance(layer, keras.layers.Dense)
         ]
@@ -423,7 +409,7 @@ def test_strip_pruning_gives_identical_predictions_and_sparse_exports(
 
     # Stripping and exporting left the pruned model alone.
     for mask, now in zip(masks, mp.get_masks(pruned), strict=True):
-        assert np.array_equal(mask, _as_np(now))
+        assert np.array_equal(mask, as_numpy(now))
 
 
 def test_custom_training_loop_with_pruning_object_reaches_target():
@@ -455,22 +441,22 @@ def test_custom_training_loop_with_pruning_object_reaches_target():
     for i in range(total):
         batch = slice(i * 8, (i + 1) * 8)
         updated = bool(train_step(x[batch], y[batch]))
-        step = int(_as_np(optimizer.iterations))
+        step = int(as_numpy(optimizer.iterations))
         assert step == i + 1
         lasts = {
-            int(_as_np(layer.last_mask_update_step))
+            int(as_numpy(layer.last_mask_update_step))
             for layer in mp.pruned_layers(pruned)
         }
         if updated:
             updates.append(step)
             assert lasts == {step}
-            target = _zhu_gupta_target(step, 0.0, 0.85, begin, end)
+            target = zhu_gupta_target(step, 0.0, 0.85, begin, end)
             for size, mask in zip(sizes, mp.get_masks(pruned), strict=True):
-                kept = np.count_nonzero(_as_np(mask))
-                assert kept == _expected_kept(size, target)
+                kept = np.count_nonzero(as_numpy(mask))
+                assert kept == expected_kept(size, target)
     assert updates == _expected_update_steps(begin, end, frequency, total)
     for size, mask in zip(sizes, mp.get_masks(pruned), strict=True):
-        assert np.count_nonzero(_as_np(mask)) == _expected_kept(size, 0.85)
+        assert np.count_nonzero(as_numpy(mask)) == expected_kept(size, 0.85)
 
 
 def test_get_config_round_trips_wrappers_and_whole_model():
@@ -543,16 +529,16 @@ def test_fit_with_jit_compile_reaches_target():
         callbacks=[mp.UpdatePruningStep()],
         verbose=0,
     )
-    assert int(_as_np(pruned.optimizer.iterations)) == 25
+    assert int(as_numpy(pruned.optimizer.iterations)) == 25
     assert [
-        int(_as_np(layer.last_mask_update_step))
+        int(as_numpy(layer.last_mask_update_step))
         for layer in mp.pruned_layers(pruned)
     ] == [20, 20, 20]
     for weight, mask in zip(
         mp.get_weights(pruned), mp.get_masks(pruned), strict=True
     ):
         size = int(np.prod(weight.shape))
-        assert np.count_nonzero(_as_np(mask)) == _expected_kept(size, 0.6)
+        assert np.count_nonzero(as_numpy(mask)) == expected_kept(size, 0.6)
     stripped = mp.strip_pruning(pruned)
     assert np.array_equal(
         stripped.predict(x, verbose=0), pruned.predict(x, verbose=0)
