@@ -12,6 +12,9 @@ from typing import NamedTuple
 
 import keras
 
+# Not in Keras' public API; needed to read variables at full precision.
+from keras.src.backend import AutocastScope
+
 from model_pruning import registry
 from model_pruning.hparams import PruningHParams
 
@@ -163,9 +166,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
 
     def apply_masks(self) -> None:
-        """Sets every pruned weight to `weight * mask`."""
-        for entry in self.pruned_weights:
-            entry.weight.assign(entry.weight * entry.mask)
+        """Sets every pruned weight to `weight * mask`, in its own dtype.
+
+        Under a mixed-precision policy a layer's `call` reads float variables
+        cast to the compute dtype (float16); the mask is applied with
+        autocasting off so the float32 weights keep their precision.
+        """
+        with AutocastScope(None):
+            for entry in self.pruned_weights:
+                entry.weight.assign(entry.weight * entry.mask)
 
     def call(self, inputs, *args, **kwargs):
         self.apply_masks()
