@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from model_pruning.mask import apply_mask
 from model_pruning.wrapper import PrunedWeight
 from model_pruning.wrapper import PruneLowMagnitude
 
@@ -71,8 +72,8 @@ def get_weights(model: Any) -> list:
 
 
 def get_masked_weights(model: Any) -> list:
-    """Returns `mask * weight` for each pruned weight, as tensors."""
-    return [entry.weight * entry.mask for entry in pruned_weights(model)]
+    """Returns each pruned weight with its mask applied, as tensors."""
+    return [apply_mask(e.weight, e.mask) for e in pruned_weights(model)]
 
 
 def get_weight_sparsity(model: Any) -> list[float]:

@@ -23,6 +23,16 @@ class MaskUpdate(NamedTuple):
     mask: tf.Tensor
 
 
+def apply_mask(weight: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Returns `weight` where `mask` is 1 and `+0.0` where it is 0.
+
+    The same values as `weight * mask`, except that a masked negative weight
+    becomes `+0.0` rather than `-0.0`, so masked entries are plain zeros in
+    every saved or encoded form.
+    """
+    return tf.where(mask != 0, weight, tf.zeros_like(weight))
+
+
 def num_kept(size: int, sparsity: tf.Tensor) -> tf.Tensor:
     """Returns `round_half_even(size * (1 - sparsity))` as an int32 tensor."""
     kept = tf.round(tf.cast(size, tf.float32) * (1.0 - sparsity))

@@ -12,6 +12,7 @@ import keras
 from model_pruning import accessors
 from model_pruning import registry
 from model_pruning.hparams import PruningHParams
+from model_pruning.mask import apply_mask
 from model_pruning.schedule import ConstantSparsity
 from model_pruning.schedule import PruningSchedule
 from model_pruning.wrapper import PruneLowMagnitude
@@ -219,7 +220,9 @@ def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
     inner = wrapper.layer
     masks = {id(e.weight): e.mask for e in wrapper.pruned_weights}
     values = [
-        keras.ops.convert_to_numpy(w * masks[id(w)] if id(w) in masks else w)
+        keras.ops.convert_to_numpy(
+            apply_mask(w, masks[id(w)]) if id(w) in masks else w
+        )
         for w in inner.weights
     ]
     copy = inner.__class__.from_config(inner.get_config())

@@ -17,6 +17,7 @@ from keras.src.backend import AutocastScope
 
 from model_pruning import registry
 from model_pruning.hparams import PruningHParams
+from model_pruning.mask import apply_mask
 
 
 class PrunedWeight(NamedTuple):
@@ -174,7 +175,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """
         with AutocastScope(None):
             for entry in self.pruned_weights:
-                entry.weight.assign(entry.weight * entry.mask)
+                entry.weight.assign(apply_mask(entry.weight, entry.mask))
 
     def call(self, inputs, *args, **kwargs):
         self.apply_masks()

@@ -375,6 +375,7 @@ def test_strip_pruning_gives_identical_predictions_and_sparse_exports(
         assert len(kernels) == len(masks)
         for kernel, mask in zip(kernels, masks, strict=True):
             assert np.all(kernel[mask == 0] == 0.0)
+            assert not np.any(np.signbit(kernel[mask == 0]))  # no -0.0
             assert np.all(kernel[mask == 1] != 0.0)
         assert _forbidden_paths(model) == []
         assert np.array_equal(

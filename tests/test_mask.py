@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from model_pruning import PruningHParams
 from model_pruning.mask import MaskUpdate
+from model_pruning.mask import apply_mask
 from model_pruning.mask import block_magnitude_mask
 from model_pruning.mask import kth_largest
 from model_pruning.mask import magnitude_mask
@@ -491,3 +492,16 @@ def test_magnitude_mask_same_under_xla_and_tf_function():
                 result.mask.numpy(), eager.mask.numpy()
             )
             assert float(result.threshold) == float(eager.threshold)
+
+
+def test_apply_mask_gives_positive_zero_where_masked():
+    weight = _f32([[-2.0, 3.0], [-0.5, 0.25]])
+    mask = _f32([[0.0, 1.0], [1.0, 0.0]])
+
+    result = apply_mask(weight, mask).numpy()
+
+    np.testing.assert_array_equal(result, [[0.0, 3.0], [-0.5, 0.0]])
+    # A product would give -0.0 for the masked -2.0; encoders and files
+    # should see a plain zero.
+    assert not np.signbit(result[0, 0])
+    assert not np.signbit(result[1, 1])
