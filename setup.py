@@ -21,6 +21,6 @@ setup(
         "absl-py",
         "tensorboard",
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    extras_require={"dev": ["pytest", "ruff", "hypothesis"]},
     license="Apache-2.0",
 )

@@ -77,8 +77,11 @@ def get_masked_weights(model: Any) -> list:
 
 
 def get_weight_sparsity(model: Any) -> list[float]:
-    """Returns the fraction of zeros in each mask of `model`."""
-    return [
-        float(1.0 - np.mean(keras.ops.convert_to_numpy(entry.mask)))
-        for entry in pruned_weights(model)
-    ]
+    """Returns the fraction of zeros in each mask of `model` (0.0 for a
+    weight with no elements)."""
+    return [_zero_fraction(entry.mask) for entry in pruned_weights(model)]
+
+
+def _zero_fraction(mask: Any) -> float:
+    values = keras.ops.convert_to_numpy(mask)
+    return float(1.0 - np.mean(values)) if values.size else 0.0

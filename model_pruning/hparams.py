@@ -182,6 +182,20 @@ class PruningHParams:
         return _parse_block_dims(value)
 
 
+def unmatched_map_entries(
+    hparams: PruningHParams, weight_names: list[str]
+) -> list[str]:
+    """Returns the `weight_sparsity_map` / `block_dims_map` entries whose
+    regex matches none of `weight_names`, as `"field entry"` strings."""
+    unmatched = []
+    for field in _LIST_FIELDS:
+        for entry in getattr(hparams, field):
+            pattern = entry.rpartition(":")[0]
+            if not any(re.search(pattern, name) for name in weight_names):
+                unmatched.append(f"{field} entry {entry!r}")
+    return unmatched
+
+
 def get_pruning_hparams() -> PruningHParams:
     """Returns the default pruning hyperparameters (contrib's defaults).
 

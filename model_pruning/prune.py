@@ -12,6 +12,7 @@ import keras
 from model_pruning import accessors
 from model_pruning import registry
 from model_pruning.hparams import PruningHParams
+from model_pruning.hparams import unmatched_map_entries
 from model_pruning.mask import apply_mask
 from model_pruning.schedule import ConstantSparsity
 from model_pruning.schedule import PruningSchedule
@@ -194,7 +195,15 @@ def _prune_model(model: keras.Model, spec: PruningHParams) -> keras.Model:
             return copy
         return PruneLowMagnitude(copy, spec)
 
-    return _clone(model, wrap)
+    pruned = _clone(model, wrap)
+    names = [entry.name for entry in accessors.pruned_weights(pruned)]
+    for unmatched in unmatched_map_entries(spec, names):
+        warnings.warn(
+            f"The {unmatched} matches no pruned weight of model "
+            f"{model.name!r}. Pruned weights: {names}",
+            stacklevel=3,
+        )
+    return pruned
 
 
 def _clone(model: keras.Model, clone_function) -> keras.Model:

@@ -80,6 +80,8 @@ class Pruning:
                         f"than `spec`. Layer: {layer.hparams.to_json()}. "
                         f"Received: spec={spec.to_json()}"
                     )
+        for layer in layers:
+            layer.has_mask_updater = True
         self._spec = spec
         self._model = model
         self._layers = layers
@@ -228,17 +230,33 @@ def _update_weight(
     """Computes and assigns one weight's new threshold and mask.
 
     Magnitudes of already-pruned weights count as zero and the new mask is
-    ANDed with the old one, so masks only shrink.
+    ANDed with the old one, so masks only shrink. A weight with no elements
+    has nothing to update. A NaN or Inf in an unpruned entry cannot be
+    ranked: that weight keeps its mask and threshold, and the update raises
+    `tf.errors.InvalidArgumentError` naming it (under XLA, where ops cannot
+    raise, it only keeps them). Other weights update as usual.
     """
+    if entry.mask.shape.num_elements() == 0:
+        return
     old_mask = entry.mask
-    magnitudes = tf.abs(entry.weight * old_mask)
-    update = mask_lib.block_magnitude_mask(
-        magnitudes,
-        tf.cast(sparsity * entry.sparsity_scale, tf.float32),
-        entry.threshold,
-        hparams.threshold_decay,
-        entry.block_dims,
-        hparams.block_pooling_function,
+    magnitudes = tf.debugging.check_numerics(
+        tf.abs(mask_lib.apply_mask(entry.weight, old_mask)),
+        f"model_pruning: weight {entry.name!r} holds NaN or Inf, so its "
+        "magnitudes cannot be ranked; its mask was not updated",
     )
-    entry.threshold.assign(tf.cast(update.threshold, entry.threshold.dtype))
-    entry.mask.assign(update.mask * old_mask)
+
+    def assign_new_mask() -> tf.Tensor:
+        update = mask_lib.block_magnitude_mask(
+            magnitudes,
+            tf.cast(sparsity * entry.sparsity_scale, tf.float32),
+            entry.threshold,
+            hparams.threshold_decay,
+            entry.block_dims,
+            hparams.block_pooling_function,
+        )
+        entry.threshold.assign(tf.cast(update.threshold, entry.threshold.dtype))
+        entry.mask.assign(update.mask * old_mask)
+        return tf.constant(True)
+
+    finite = tf.reduce_all(tf.math.is_finite(magnitudes))
+    tf.cond(finite, assign_new_mask, lambda: tf.constant(False))

@@ -113,6 +113,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.hparams = hparams
         self.supports_masking = layer.supports_masking
         self._pruned = _Untracked(())
+        self.has_mask_updater = False
 
     @property
     def pruned_weights(self) -> tuple[PrunedWeight, ...]:
@@ -177,9 +178,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for entry in self.pruned_weights:
                 entry.weight.assign(apply_mask(entry.weight, entry.mask))
 
-    def call(self, inputs, *args, **kwargs):
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training and not self.has_mask_updater:
+            raise ValueError(
+                f"Layer {self.name!r} is being trained but nothing updates "
+                "its masks, so it would not be pruned. Pass "
+                "`callbacks=[model_pruning.UpdatePruningStep()]` to `fit`, "
+                "or create `model_pruning.Pruning(model=...)` before a custom "
+                "training step and call its `conditional_mask_update_op()`. "
+                f"Received: training={training}"
+            )
         self.apply_masks()
-        # A Keras mask on `inputs` reaches the wrapped layer by itself.
+        # `training` and a Keras mask on `inputs` reach the wrapped layer
+        # through Keras' call context.
         return self.layer(inputs, *args, **kwargs)
 
     def compute_output_spec(self, inputs, *args, **kwargs):

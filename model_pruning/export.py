@@ -1,0 +1,199 @@
+"""Export a pruned model for serving: SavedModel, or sparse TFLite/LiteRT.
+
+Both exporters strip a pruned model first (`strip_pruning`), so the files
+hold plain weights with zeros where masked and no mask, threshold or step
+variables. TFLite conversion goes through a SavedModel in a temporary
+directory, as Keras' own LiteRT export does, with TFLite's builtin ops only.
+"""
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_pruning import accessors
+from model_pruning.prune import strip_pruning
+
+
+def export_saved_model(model: keras.Model, path: str | os.PathLike) -> int:
+    """Exports `model` as a TensorFlow SavedModel for inference.
+
+    A pruned model is stripped first, so the SavedModel serves the sparse
+    weights without any pruning variables. Its `serve` endpoint takes the
+    model's inputs and returns its outputs.
+
+    Args:
+        model: A Keras model, pruned or not.
+        path: Directory to write the SavedModel to.
+
+    Returns:
+        The total size in bytes of the files written under `path`.
+
+    Raises:
+        ValueError: If `model` is not a Keras model.
+
+    Example:
+
+    ```python
+    size = export_saved_model(pruned, "/tmp/pruned_saved_model")
+    served = tf.saved_model.load("/tmp/pruned_saved_model")
+    predictions = served.serve(x)
+    ```
+    """
+    model = _stripped(model)
+    model.export(str(path), format="tf_saved_model", verbose=False)
+    return _directory_size(str(path))
+
+
+def export_tflite(
+    model: keras.Model, path: str | os.PathLike, sparse: bool = True
+) -> int:
+    """Converts `model` to a TFLite (LiteRT) flatbuffer and writes it.
+
+    A pruned model is stripped first. With `sparse`, the converter runs with
+    `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`, which stores weights that are
+    mostly zeros in a sparse format: the file shrinks and the outputs stay the
+    same. Run the file with `run_tflite`.
+
+    Args:
+        model: A Keras model, pruned or not.
+        path: File to write, usually ending in `.tflite`. Missing parent
+            directories are created.
+        sparse: Whether to encode sparse weights. Defaults to `True`.
+
+    Returns:
+        The size in bytes of the written file.
+
+    Raises:
+        ValueError: If `model` is not a Keras model or `sparse` is not a
+            bool.
+
+    Example:
+
+    ```python
+    size = export_tflite(pruned, "/tmp/pruned.tflite")
+    predictions = run_tflite("/tmp/pruned.tflite", x)
+    ```
+    """
+    if not isinstance(sparse, bool):
+        raise ValueError(
+            f"`sparse` must be a bool. Received: sparse={sparse!r}"
+        )
+    flatbuffer = _convert_to_tflite(_stripped(model), sparse)
+    path = str(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    return len(flatbuffer)
+
+
+def run_tflite(path_or_bytes: str | os.PathLike | bytes, inputs: Any) -> Any:
+    """Runs a TFLite model with one input and one output on a batch.
+
+    Uses the LiteRT interpreter of the `ai-edge-litert` package when it is
+    installed (`pip install model_pruning[litert]`), else TensorFlow's own
+    `tf.lite.Interpreter`. The input is resized to the batch's shape.
+
+    Args:
+        path_or_bytes: Path of a `.tflite` file, or the flatbuffer's bytes.
+        inputs: The model's input, an array-like batch.
+
+    Returns:
+        The model's output as a NumPy array.
+
+    Raises:
+        ValueError: If the model does not have exactly one input and one
+            output.
+        ImportError: If no TFLite interpreter is available.
+
+    Example:
+
+    ```python
+    predictions = run_tflite("/tmp/pruned.tflite", x)
+    ```
+    """
+    interpreter = _interpreter(path_or_bytes)
+    input_details = interpreter.get_input_details()
+    output_details = interpreter.get_output_details()
+    if len(input_details) != 1 or len(output_details) != 1:
+        raise ValueError(
+            "run_tflite supports models with one input and one output. "
+            f"Received: a model with {len(input_details)} inputs and "
+            f"{len(output_details)} outputs"
+        )
+    index = input_details[0]["index"]
+    batch = np.asarray(inputs, dtype=input_details[0]["dtype"])
+    interpreter.resize_tensor_input(index, batch.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, batch)
+    interpreter.invoke()
+    return np.array(interpreter.get_tensor(output_details[0]["index"]))
+
+
+def _stripped(model: Any) -> keras.Model:
+    """Returns `model` with its masks folded in, or as it is if unpruned."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`model` must be a Keras model. Received: model={model!r}"
+        )
+    if accessors.pruned_layers(model):
+        return strip_pruning(model)
+    return model
+
+
+def _convert_to_tflite(model: keras.Model, sparse: bool) -> bytes:
+    with tempfile.TemporaryDirectory() as saved_model_dir:
+        model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        if sparse:
+            converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+        return converter.convert()
+
+
+def _directory_size(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def _interpreter(path_or_bytes: Any) -> Any:
+    """Returns an interpreter for a `.tflite` path or flatbuffer bytes."""
+    interpreter_class = _interpreter_class()
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return interpreter_class(model_content=bytes(path_or_bytes))
+    return interpreter_class(model_path=os.fspath(path_or_bytes))
+
+
+def _interpreter_class() -> Callable[..., Any]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        pass
+    interpreter_class = getattr(tf.lite, "Interpreter", None)
+    if interpreter_class is None:
+        raise ImportError(
+            "Running a TFLite model needs the `ai-edge-litert` package: "
+            "pip install model_pruning[litert]"
+        )
+
+    def make(**kwargs: Any) -> Any:
+        # TF 2.21 still ships tf.lite.Interpreter but warns that it is
+        # deprecated in favour of ai-edge-litert.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*tf.lite.Interpreter is deprecated"
+            )
+            return interpreter_class(**kwargs)
+
+    return make
