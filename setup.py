@@ -21,6 +21,14 @@ setup(
         "absl-py",
         "tensorboard",
     ],
-    extras_require={"dev": ["pytest", "ruff", "hypothesis"]},
+    extras_require={
+        "dev": ["pytest", "ruff", "hypothesis"],
+        "litert": ["ai-edge-litert"],
+    },
+    entry_points={
+        "console_scripts": [
+            "strip_pruning_vars=model_pruning.strip_pruning_vars:run",
+        ],
+    },
     license="Apache-2.0",
 )

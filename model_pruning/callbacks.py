@@ -10,12 +10,18 @@ from model_pruning.pruning import Pruning
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
-    """Runs `Pruning.conditional_mask_update_op()` after every training batch.
+    """Runs `Pruning.conditional_mask_update_op()` between training steps.
 
-    The step is the optimizer's `iterations`, read in the graph, so updates are
-    neither skipped nor doubled with `steps_per_execution=N` (the callback
-    then runs every N steps, and an update due in between happens at the next
-    run) or when a fit is resumed from a saved model.
+    The update for step `t` (the optimizer's `iterations` after `t` steps)
+    runs at the start of the next batch, and once more when `fit` ends, so
+    the trained model always holds the masks due at its last step. The step
+    is read in the graph, so updates are neither skipped nor doubled with
+    `steps_per_execution=N` (the callback then runs every N steps, and an
+    update that fell due in between happens at the next run) or when a fit
+    resumes from a checkpoint. A checkpoint saved after batch `t`, by any
+    callback in any order, holds the state before the update for step `t`,
+    and a fit resumed from it makes that update first: resumed and
+    uninterrupted runs agree exactly.
 
     Raises:
         ValueError: At the start of `fit` if the model has no pruned layers.
@@ -28,7 +34,12 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._pruning = _pruning_for(self.model, self._pruning)
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    def on_train_batch_begin(
+        self, batch: int, logs: dict | None = None
+    ) -> None:
+        self._pruning.conditional_mask_update_op()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
         self._pruning.conditional_mask_update_op()
 
 

@@ -35,12 +35,18 @@ _SUFFIXES = {
     "saved_model": None,
     "weights_h5": ".weights.h5",
 }
+# `filename` when none is given.
+_DEFAULT_FILENAMES = {
+    "keras": "pruning_stripped.keras",
+    "saved_model": "pruning_stripped",
+    "weights_h5": "pruning_stripped.weights.h5",
+}
 
 
 def strip_pruning_vars(
     checkpoint_dir: str,
     output_dir: str,
-    filename: str = "pruning_stripped.keras",
+    filename: str | None = None,
     output_format: str = "keras",
 ) -> str:
     """Loads a pruned `.keras` model, strips it, and writes the result.
@@ -53,7 +59,9 @@ def strip_pruning_vars(
             name) is used, which suits `keras.callbacks.ModelCheckpoint`.
         output_dir: Directory to write to; created if missing.
         filename: Name of the output inside `output_dir`. Defaults to
-            `"pruning_stripped.keras"`. It must end in `.keras` for
+            `None`: `"pruning_stripped.keras"`, `"pruning_stripped"` or
+            `"pruning_stripped.weights.h5"` by format. It must end in
+            `.keras` for
             `"keras"` and in `.weights.h5` for `"weights_h5"`; for
             `"saved_model"` it names a directory and must not end in
             `.keras` or `.h5`.
@@ -76,6 +84,8 @@ def strip_pruning_vars(
     model = keras.models.load_model(path)
     ```
     """
+    if output_format in _DEFAULT_FILENAMES and not filename:
+        filename = _DEFAULT_FILENAMES[output_format]
     _check_output(filename, output_format)
     checkpoint = _find_checkpoint(checkpoint_dir)
     model = _load_pruned(checkpoint)
@@ -137,9 +147,10 @@ def _define_flags(flag_values: flags.FlagValues) -> None:
         ),
         "output_dir": ("/tmp", "Output directory; created if missing."),
         "filename": (
-            "pruning_stripped.keras",
+            "",
             "Output name inside --output_dir: *.keras for keras, "
-            "*.weights.h5 for weights_h5, a directory name for saved_model.",
+            "*.weights.h5 for weights_h5, a directory name for saved_model. "
+            "Default: pruning_stripped(.keras|.weights.h5) by format.",
         ),
         "output_format": ("keras", f"One of {', '.join(_SUFFIXES)}."),
     }

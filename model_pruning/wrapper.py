@@ -69,10 +69,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     """Wraps a layer so that its prunable weights are masked.
 
     Every call, in training and inference, first sets each pruned weight to
-    `weight * mask`, then runs the wrapped layer, so the forward pass only
-    sees unpruned weights and stored weights stay exactly zero where masked.
-    Masks change only when a `Pruning` object (run by the
+    `weight * mask` (`+0.0` where masked), then runs the wrapped layer, so
+    the forward pass only sees unpruned weights. An optimizer step may move
+    masked entries of the stored variable until the next call zeroes them
+    again; `strip_pruning` folds the mask in, so the final model is exactly
+    zero there. Masks change only when a `Pruning` object (run by the
     `UpdatePruningStep` callback in `fit`) updates them.
+
+    Training the layer (`training=True`) before any `Pruning` object or
+    `UpdatePruningStep` callback manages it raises a `ValueError`, so a
+    forgotten callback cannot silently leave a model unpruned.
 
     Args:
         layer: The Keras layer to prune: a supported layer (see

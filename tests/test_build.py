@@ -24,3 +24,11 @@ def test_build_has_a_test_target_for_every_test_file():
     listed = set(re.findall(r'"(test_\w+)"', match.group(1)))
     test_files = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
     assert test_files - listed == set()
+
+
+def test_public_names_resolve():
+    import model_pruning as mp
+
+    assert len(set(mp.__all__)) == len(mp.__all__)
+    for name in mp.__all__:
+        assert getattr(mp, name) is not None, name

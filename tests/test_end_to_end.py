@@ -62,13 +62,14 @@ def _expected_update_steps(begin, end, frequency, last_step):
 
 
 class _MaskRecorder(keras.callbacks.Callback):
-    """Records, after each batch, the step, update steps and masks."""
+    """Records, before each batch (after `UpdatePruningStep` ran, as it is
+    listed first), the step, update steps and masks."""
 
     def __init__(self):
         super().__init__()
         self.rows = []
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         self.rows.append(
             (
                 int(as_numpy(self.model.optimizer.iterations)),
@@ -103,7 +104,7 @@ def test_fit_mlp_reaches_target_and_follows_eq1_at_every_update():
     )
     total_steps = 50
     assert int(as_numpy(pruned.optimizer.iterations)) == total_steps
-    assert [row[0] for row in recorder.rows] == list(range(1, total_steps + 1))
+    assert [row[0] for row in recorder.rows] == list(range(total_steps))
 
     layers = mp.pruned_layers(pruned)
     assert len(layers) == 3

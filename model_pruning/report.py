@@ -1,0 +1,619 @@
+"""How big a pruned model is in each storage format, weight by weight.
+
+`sparsity_report` strips a pruned model and measures every weight with the
+real encoders of `sparse_formats` (bit-mask, CSR(C), int8 + CSR(C)), gzip
+and, optionally, the exported files (SavedModel, sparse TFLite, `.keras`).
+`overhead_mb` and `sparse_model_mb` count sizes the way Zhu & Gupta (2017)
+do in Tables 5 and 6, from element counts alone (1 MB = 10**6 bytes).
+"""
+
+import dataclasses
+import gzip
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from model_pruning import accessors
+from model_pruning import export
+from model_pruning.prune import strip_pruning
+from model_pruning.sparse_formats import bitmask_index_bytes
+from model_pruning.sparse_formats import check_index_bits
+from model_pruning.sparse_formats import csrc_index_bytes
+from model_pruning.sparse_formats import decode_csrc
+from model_pruning.sparse_formats import encode_bitmask
+from model_pruning.sparse_formats import encode_csrc
+from model_pruning.sparse_formats import is_floating_dtype
+from model_pruning.sparse_formats import quantization_error
+
+BYTES_PER_MB = 10**6
+"""The paper's megabyte (Tables 5 and 6)."""
+
+_GZIP_LEVEL = 9
+_COUNT_FIELDS = (
+    "size",
+    "nnz",
+    "sparsity",
+    "dense_bytes",
+    "bitmask_bytes",
+    "csr_bytes",
+    "gzip_bytes",
+    "int8_csr_bytes",
+    "compact_bytes",
+)
+_SUMMED_FIELDS = tuple(f for f in _COUNT_FIELDS if f != "sparsity")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SizeCounts:
+    """Element counts and sizes in bytes of one weight or of all of them.
+
+    Attributes:
+        size: Number of elements.
+        nnz: Number of non-zero elements.
+        sparsity: `1 - nnz / size` (0.0 when `size` is 0).
+        dense_bytes: Bytes of the raw values (`array.nbytes`).
+        bitmask_bytes: `encode_bitmask(array).nbytes`.
+        csr_bytes: `encode_csrc(array, index_bits).nbytes`, padding entries
+            included.
+        gzip_bytes: Bytes of the raw values compressed by gzip at level 9.
+        int8_csr_bytes: `encode_csrc(array, index_bits, quantize=True)
+            .nbytes` for floating-point weights, `csr_bytes` for others.
+        compact_bytes: The smallest of `dense_bytes`, `bitmask_bytes` and
+            `csr_bytes` (what `save_sparse_weights(format="auto")` stores).
+    """
+
+    size: int
+    nnz: int
+    sparsity: float
+    dense_bytes: int
+    bitmask_bytes: int
+    csr_bytes: int
+    gzip_bytes: int
+    int8_csr_bytes: int
+    compact_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Returns the counts as a dict of Python ints and floats."""
+        return {name: getattr(self, name) for name in _COUNT_FIELDS}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WeightReport(SizeCounts):
+    """The sizes of one weight of a (stripped) model.
+
+    Attributes:
+        name: The variable's path in the stripped model, e.g.
+            `"dense/kernel"`.
+        shape: The weight's shape.
+        dtype: The weight's dtype name, e.g. `"float32"`.
+        pruned: Whether the model had a mask for this weight.
+        compact_format: `"dense"`, `"bitmask"` or `"csr"`, whichever gives
+            `compact_bytes` (the first of them on a tie).
+
+    The counts and sizes are the attributes of `SizeCounts`.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    pruned: bool
+    compact_format: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Returns the report as a dict of Python types (JSON-ready)."""
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "pruned": self.pruned,
+            **super().as_dict(),
+            "compact_format": self.compact_format,
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SparsityReport:
+    """The sizes of every weight of a model, their totals and its files.
+
+    Attributes:
+        weights: One `WeightReport` per weight, in `model.weights` order of
+            the stripped model.
+        total: The counts summed over all weights (`sparsity` over all
+            elements).
+        index_bits: Bits per CSR(C) zero count used for `csr_bytes` and
+            `int8_csr_bytes`.
+        int8_max_abs_error: `max |decoded - original|` of the int8 + CSR(C)
+            encoding over all pruned weights, or `None` with no pruned
+            weight.
+        int8_relative_rms_error: `||decoded - original||_2 /
+            ||original||_2` over all pruned weights together, or `None`
+            with no pruned weight.
+        saved_model_bytes: Size of `export_saved_model`'s directory, or
+            `None` without `include_exports`.
+        tflite_bytes: Size of `export_tflite(..., sparse=True)`'s file, or
+            `None` without `include_exports`.
+        keras_bytes: Size of the stripped model's `.keras` file, or `None`
+            without `include_exports`.
+    """
+
+    weights: tuple[WeightReport, ...]
+    total: SizeCounts
+    index_bits: int
+    int8_max_abs_error: float | None = None
+    int8_relative_rms_error: float | None = None
+    saved_model_bytes: int | None = None
+    tflite_bytes: int | None = None
+    keras_bytes: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Returns the report as nested dicts and lists of Python types.
+
+        Returns:
+            A dict that `json.dumps` accepts: `weights` (a list of dicts),
+            `total` (a dict), `index_bits`, the int8 errors and the export
+            sizes (`None` where not measured).
+        """
+        return {
+            "weights": [weight.as_dict() for weight in self.weights],
+            "total": self.total.as_dict(),
+            "index_bits": self.index_bits,
+            "int8_max_abs_error": self.int8_max_abs_error,
+            "int8_relative_rms_error": self.int8_relative_rms_error,
+            "saved_model_bytes": self.saved_model_bytes,
+            "tflite_bytes": self.tflite_bytes,
+            "keras_bytes": self.keras_bytes,
+        }
+
+    def to_table(self) -> str:
+        """Renders the report as an aligned text table.
+
+        One row per weight and a `total` row; sizes in bytes, sparsity to 4
+        decimals; then the int8 error and the export sizes when measured.
+
+        Returns:
+            A multi-line string (no trailing newline).
+        """
+        header = _table_header(self.index_bits)
+        rows = [_weight_row(weight) for weight in self.weights]
+        total = _total_row(self.total)
+        widths = [
+            max(len(row[i]) for row in [header, *rows, total])
+            for i in range(len(header))
+        ]
+        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        lines = [_format_row(header, widths), rule]
+        lines += [_format_row(row, widths) for row in rows]
+        lines += [rule, _format_row(total, widths)]
+        lines.append(
+            "Sizes in bytes. compact = smallest of dense, bit-mask and "
+            "CSR(C) per weight."
+        )
+        lines += self._footer()
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_table()
+
+    def _footer(self) -> list[str]:
+        lines = []
+        if self.int8_max_abs_error is not None:
+            lines.append(
+                "int8 error over pruned weights: max abs "
+                f"{self.int8_max_abs_error:.3e}, relative RMS "
+                f"{self.int8_relative_rms_error:.3e}"
+            )
+        exports = [
+            ("SavedModel", self.saved_model_bytes),
+            ("TFLite (sparse)", self.tflite_bytes),
+            (".keras", self.keras_bytes),
+        ]
+        measured = [
+            f"{name} {size}" for name, size in exports if size is not None
+        ]
+        if measured:
+            lines.append("Files (bytes): " + ", ".join(measured))
+        return lines
+
+
+def sparsity_report(
+    model: Any, index_bits: int = 4, include_exports: bool = False
+) -> SparsityReport:
+    """Measures every weight of a model in each storage format.
+
+    A pruned model is stripped first (`strip_pruning`), so the report covers
+    the weights of the plain model (zeros where masked) and no mask,
+    threshold or step variables; `pruned` marks the weights that had a mask.
+    A model without pruned layers is reported as it is. `model` itself is
+    not changed.
+
+    Args:
+        model: A Keras model or layer, pruned or not.
+        index_bits: Bits per CSR(C) zero count, 4 or 5. Defaults to `4`.
+        include_exports: Whether to also export the stripped model into a
+            temporary directory and measure the SavedModel, the sparse TFLite
+            file and the `.keras` file (takes seconds). `model` must then be
+            a Keras model. Defaults to `False`.
+
+    Returns:
+        A `SparsityReport`.
+
+    Raises:
+        TypeError: If `model` is not a Keras layer (a Keras model with
+            `include_exports`), or `include_exports` is not a bool.
+        ValueError: If `index_bits` is not 4 or 5, a pruned layer is not
+            built, or a floating-point weight has NaN or Inf (int8
+            quantization).
+
+    Example:
+
+    ```python
+    report = sparsity_report(pruned)
+    print(report)  # or print_sparsity_report(pruned)
+    report.total.compact_bytes / report.total.dense_bytes
+    json.dumps(report.as_dict())
+    ```
+    """
+    index_bits = check_index_bits(index_bits)
+    _check_arguments(model, include_exports)
+    stripped, flags = _stripped_with_flags(model)
+    arrays = [_as_numpy(variable) for variable in stripped.weights]
+    weights = tuple(
+        _weight_report(variable.path, array, pruned, index_bits)
+        for variable, array, pruned in zip(
+            stripped.weights, arrays, flags, strict=True
+        )
+    )
+    pruned_arrays = [
+        a for a, pruned in zip(arrays, flags, strict=True) if pruned
+    ]
+    max_abs, relative_rms = _int8_error(pruned_arrays, index_bits)
+    exports = _export_sizes(stripped) if include_exports else {}
+    return SparsityReport(
+        weights=weights,
+        total=_total(weights),
+        index_bits=index_bits,
+        int8_max_abs_error=max_abs,
+        int8_relative_rms_error=relative_rms,
+        **exports,
+    )
+
+
+def print_sparsity_report(
+    model: Any,
+    index_bits: int = 4,
+    include_exports: bool = False,
+    print_fn: Callable[[str], Any] | None = None,
+) -> None:
+    """Prints `sparsity_report(model, ...)` as a table.
+
+    Args:
+        model: A Keras model or layer, pruned or not.
+        index_bits: Bits per CSR(C) zero count, 4 or 5. Defaults to `4`.
+        include_exports: Whether to also measure the exported files. Defaults
+            to `False`.
+        print_fn: Called with the table. Defaults to `None`: `print`.
+
+    Raises:
+        TypeError: As `sparsity_report`, or if `print_fn` is not callable.
+        ValueError: As `sparsity_report`.
+    """
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(
+            f"`print_fn` must be callable. Received: print_fn={print_fn!r}"
+        )
+    report = sparsity_report(model, index_bits, include_exports)
+    (print_fn or print)(report.to_table())
+
+
+def overhead_mb(
+    num_elements: int, nnz: int, index_bits: int = 4
+) -> dict[str, float]:
+    """Returns the index overheads of both sparse formats, as in Table 5.
+
+    Ideal counts, as the paper makes them (no CSR(C) padding entries):
+
+    ```
+    bitmask_mb = ceil(num_elements / 8) / 10**6
+    csr_mb     = ceil(nnz * index_bits / 8) / 10**6
+    ```
+
+    Args:
+        num_elements: Elements of the weights, a non-negative integer.
+        nnz: Non-zero elements among them, from 0 to `num_elements`.
+        index_bits: Bits per CSR(C) zero count, 4 or 5. Defaults to `4`.
+
+    Returns:
+        `{"bitmask_mb": float, "csr_mb": float}`.
+
+    Raises:
+        TypeError: If `num_elements` or `nnz` is not an integer.
+        ValueError: If a count is negative, `nnz > num_elements`, or
+            `index_bits` is not 4 or 5.
+
+    Example:
+
+    ```python
+    overhead_mb(4_210_000, 460_000)  # MobileNet at 90%: 0.526, 0.23
+    ```
+    """
+    bitmask, csr = _index_bytes(num_elements, nnz, index_bits)
+    return {"bitmask_mb": bitmask / BYTES_PER_MB, "csr_mb": csr / BYTES_PER_MB}
+
+
+def sparse_model_mb(
+    num_elements: int,
+    nnz: int,
+    index_bits: int = 4,
+    bytes_per_value: float = 4,
+) -> float:
+    """Returns a sparse model's size in MB as Table 6 counts it.
+
+    ```
+    (nnz * bytes_per_value + min(bitmask bytes, CSR(C) bytes)) / 10**6
+    ```
+
+    with the index bytes of `overhead_mb`.
+
+    Args:
+        num_elements: Elements of the weights, a non-negative integer.
+        nnz: Non-zero elements among them, from 0 to `num_elements`.
+        index_bits: Bits per CSR(C) zero count, 4 or 5. Defaults to `4`.
+        bytes_per_value: Bytes per stored non-zero, e.g. 4 for float32 or 1
+            for int8. Defaults to `4`.
+
+    Returns:
+        A float.
+
+    Raises:
+        TypeError: If a count is not an integer or `bytes_per_value` is not
+            a number.
+        ValueError: If a count is negative, `nnz > num_elements`,
+            `index_bits` is not 4 or 5, or `bytes_per_value` is not positive
+            and finite.
+
+    Example:
+
+    ```python
+    sparse_model_mb(4_210_000, 2_130_000)  # MobileNet at 50%: 9.046
+    ```
+    """
+    _check_bytes_per_value(bytes_per_value)
+    bitmask, csr = _index_bytes(num_elements, nnz, index_bits)
+    return (nnz * bytes_per_value + min(bitmask, csr)) / BYTES_PER_MB
+
+
+def _check_arguments(model: Any, include_exports: Any) -> None:
+    if not isinstance(include_exports, bool):
+        raise TypeError(
+            "`include_exports` must be a bool. "
+            f"Received: include_exports={include_exports!r}"
+        )
+    if not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"`model` must be a Keras model or layer. Received: model={model!r}"
+        )
+    if include_exports and not isinstance(model, keras.Model):
+        raise TypeError(
+            "`include_exports=True` needs a Keras model. "
+            f"Received: model of type {type(model).__name__}"
+        )
+
+
+def _check_bytes_per_value(bytes_per_value: Any) -> None:
+    if isinstance(bytes_per_value, (bool, np.bool_)) or not isinstance(
+        bytes_per_value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            "`bytes_per_value` must be a number. "
+            f"Received: bytes_per_value={bytes_per_value!r}"
+        )
+    if not 0 < bytes_per_value < math.inf:
+        raise ValueError(
+            "`bytes_per_value` must be positive and finite. "
+            f"Received: bytes_per_value={bytes_per_value!r}"
+        )
+
+
+def _index_bytes(
+    num_elements: int, nnz: int, index_bits: int
+) -> tuple[int, int]:
+    """Returns the ideal `(bitmask, csr)` index bytes, checking counts."""
+    bitmask = bitmask_index_bytes(num_elements)
+    csr = csrc_index_bytes(nnz, index_bits)
+    if nnz > num_elements:
+        raise ValueError(
+            "`nnz` cannot exceed `num_elements`. "
+            f"Received: nnz={nnz!r}, num_elements={num_elements!r}"
+        )
+    return bitmask, csr
+
+
+def _stripped_with_flags(model: Any) -> tuple[Any, list[bool]]:
+    """Returns the stripped model and, per weight, whether it had a mask."""
+    if not accessors.pruned_layers(model):
+        return model, [False] * len(model.weights)
+    masked = {id(entry.weight) for entry in accessors.pruned_weights(model)}
+    pruning_ids = _pruning_ids(model)
+    kept = [w for w in model.weights if id(w) not in pruning_ids]
+    stripped = strip_pruning(model)
+    _check_aligned(kept, stripped.weights)
+    return stripped, [id(w) in masked for w in kept]
+
+
+def _pruning_ids(model: Any) -> set[int]:
+    """Ids of the variables the wrappers add: masks, thresholds, steps."""
+    ids = set()
+    for wrapper in accessors.pruned_layers(model):
+        inner = {id(w) for w in wrapper.layer.weights}
+        ids.update(id(w) for w in wrapper.weights if id(w) not in inner)
+    return ids
+
+
+def _check_aligned(kept: list, stripped: list) -> None:
+    """Raises if the weights left after stripping do not match one to one."""
+    original = [(tuple(w.shape), _leaf(w.path)) for w in kept]
+    copied = [(tuple(w.shape), _leaf(w.path)) for w in stripped]
+    if original != copied:
+        raise RuntimeError(
+            "The stripped model's weights do not match the pruned model's "
+            "weights less the pruning variables. Received: "
+            f"{len(copied)} stripped weights {copied[:3]}..., "
+            f"{len(original)} pruned-model weights {original[:3]}..."
+        )
+
+
+def _leaf(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _as_numpy(variable: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(variable))
+
+
+def _weight_report(
+    name: str, array: np.ndarray, pruned: bool, index_bits: int
+) -> WeightReport:
+    """Measures one weight in every format."""
+    try:
+        counts = _counts(array, index_bits)
+    except ValueError as error:
+        raise ValueError(f"Cannot measure weight {name!r}: {error}") from error
+    return WeightReport(
+        name=name,
+        shape=tuple(int(d) for d in array.shape),
+        dtype=array.dtype.name,
+        pruned=pruned,
+        **counts,
+    )
+
+
+def _counts(array: np.ndarray, index_bits: int) -> dict[str, Any]:
+    """Returns the `SizeCounts` fields of one array and its compact format."""
+    size, nnz = int(array.size), int(np.count_nonzero(array))
+    candidates = {
+        "dense": int(array.nbytes),
+        "bitmask": encode_bitmask(array).nbytes,
+        "csr": encode_csrc(array, index_bits).nbytes,
+    }
+    compact_format = min(candidates, key=candidates.get)
+    int8_csr = candidates["csr"]
+    if is_floating_dtype(array.dtype):
+        int8_csr = encode_csrc(array, index_bits, quantize=True).nbytes
+    return {
+        "size": size,
+        "nnz": nnz,
+        "sparsity": _sparsity(size, nnz),
+        "dense_bytes": candidates["dense"],
+        "bitmask_bytes": candidates["bitmask"],
+        "csr_bytes": candidates["csr"],
+        "gzip_bytes": _gzip_bytes(array),
+        "int8_csr_bytes": int8_csr,
+        "compact_bytes": candidates[compact_format],
+        "compact_format": compact_format,
+    }
+
+
+def _sparsity(size: int, nnz: int) -> float:
+    return 1.0 - nnz / size if size else 0.0
+
+
+def _gzip_bytes(array: np.ndarray) -> int:
+    data = np.ascontiguousarray(array).tobytes()
+    return len(gzip.compress(data, compresslevel=_GZIP_LEVEL, mtime=0))
+
+
+def _total(weights: tuple[WeightReport, ...]) -> SizeCounts:
+    sums = {f: sum(getattr(w, f) for w in weights) for f in _SUMMED_FIELDS}
+    return SizeCounts(sparsity=_sparsity(sums["size"], sums["nnz"]), **sums)
+
+
+def _int8_error(
+    arrays: list[np.ndarray], index_bits: int
+) -> tuple[float | None, float | None]:
+    """Returns the int8 + CSR(C) error over `arrays` together."""
+    arrays = [a for a in arrays if is_floating_dtype(a.dtype)]
+    if not arrays:
+        return None, None
+    decoded = [
+        decode_csrc(encode_csrc(a, index_bits, quantize=True)) for a in arrays
+    ]
+    error = quantization_error(
+        np.concatenate([a.reshape(-1).astype(np.float64) for a in arrays]),
+        np.concatenate([d.reshape(-1).astype(np.float64) for d in decoded]),
+    )
+    return error.max_abs_error, error.relative_rms_error
+
+
+def _export_sizes(model: keras.Model) -> dict[str, int]:
+    """Exports the (stripped) model to a temporary directory; file sizes."""
+    with tempfile.TemporaryDirectory() as directory:
+        keras_path = os.path.join(directory, "model.keras")
+        model.save(keras_path)
+        return {
+            "saved_model_bytes": export.export_saved_model(
+                model, os.path.join(directory, "saved_model")
+            ),
+            "tflite_bytes": export.export_tflite(
+                model, os.path.join(directory, "model.tflite"), sparse=True
+            ),
+            "keras_bytes": os.path.getsize(keras_path),
+        }
+
+
+def _table_header(index_bits: int) -> list[str]:
+    return [
+        "weight",
+        "shape",
+        "size",
+        "nnz",
+        "sparsity",
+        "pruned",
+        "dense",
+        "bitmask",
+        f"csr({index_bits}b)",
+        "gzip",
+        "int8+csr",
+        "compact",
+    ]
+
+
+def _weight_row(weight: WeightReport) -> list[str]:
+    shape = "x".join(str(d) for d in weight.shape) or "scalar"
+    return [
+        weight.name,
+        shape,
+        *_count_cells(weight, "yes" if weight.pruned else "no"),
+    ]
+
+
+def _total_row(total: SizeCounts) -> list[str]:
+    return ["total", "", *_count_cells(total, "")]
+
+
+def _count_cells(counts: SizeCounts, pruned: str) -> list[str]:
+    return [
+        str(counts.size),
+        str(counts.nnz),
+        f"{counts.sparsity:.4f}",
+        pruned,
+        str(counts.dense_bytes),
+        str(counts.bitmask_bytes),
+        str(counts.csr_bytes),
+        str(counts.gzip_bytes),
+        str(counts.int8_csr_bytes),
+        str(counts.compact_bytes),
+    ]
+
+
+def _format_row(cells: list[str], widths: list[int]) -> str:
+    """Left-aligns the name and shape columns, right-aligns the rest."""
+    aligned = [
+        cell.ljust(width) if i < 2 else cell.rjust(width)
+        for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+    ]
+    return "  ".join(aligned).rstrip()
