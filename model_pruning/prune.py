@@ -94,7 +94,8 @@ def strip_pruning(model: Any) -> Any:
     `weight * mask` (exactly 0.0 where masked), and the copy has no mask,
     threshold or step variables. Its inference output is bit-identical to the
     pruned model's; its `.keras`, `.weights.h5` and `tf.train.Checkpoint`
-    saves are the final sparse checkpoint.
+    saves are the final sparse checkpoint. The copy is not compiled, so a
+    saved file holds no optimizer state: compile it to evaluate or train.
 
     Args:
         model: A pruned Sequential or Functional model, or a single
@@ -207,10 +208,20 @@ def _prune_model(model: keras.Model, spec: PruningHParams) -> keras.Model:
 
 
 def _clone(model: keras.Model, clone_function) -> keras.Model:
-    clone = keras.models.clone_model(
-        model, clone_function=clone_function, recursive=True
-    )
-    return clone
+    """Clones `model` with `clone_function`, without its compile config.
+
+    `clone_model` compiles the clone like a compiled source, which gives it
+    an optimizer whose state a saved file would carry. The clone is left
+    uncompiled: compile it to train or evaluate.
+    """
+    compiled = model.compiled
+    model.compiled = False  # Restored below; read only by `clone_model`.
+    try:
+        return keras.models.clone_model(
+            model, clone_function=clone_function, recursive=True
+        )
+    finally:
+        model.compiled = compiled
 
 
 def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
