@@ -22,7 +22,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "dev": ["pytest", "ruff", "hypothesis"],
+        "dev": ["pytest", "ruff==0.17.6", "hypothesis"],
         "litert": ["ai-edge-litert"],
     },
     entry_points={
