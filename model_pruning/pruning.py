@@ -7,6 +7,7 @@ computes new thresholds and masks (`mask.py`) and assigns them. The
 `conditional_mask_update_op()` after applying gradients.
 """
 
+import functools
 import logging
 from typing import Any
 
@@ -87,8 +88,11 @@ class Pruning:
         self._layers = layers
         self._global_step = global_step
         self._sparsity = sparsity
+        # Each Pruning traces its own graph. TF counts traces per function
+        # code object and warns of "excessive retracing" after a few pruned
+        # models in one process; a partial is counted per object instead.
         self._conditional_update = tf.function(
-            self._update_all_layers, autograph=False
+            functools.partial(self._update_all_layers), autograph=False
         )
 
     @property

@@ -5,6 +5,8 @@ layer's kernel, a global step variable the test increments, and exact
 non-zero counts after each mask update.
 """
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -460,3 +462,23 @@ def test_update_pruning_step_callback_reaches_final_sparsity():
             size = int(np.prod(entry.weight.shape))
             ones = int(np.sum(keras.ops.convert_to_numpy(entry.mask)))
             assert ones == int(np.round(0.25 * size)), entry.name
+
+
+def test_pruning_objects_for_many_models_do_not_warn_of_retracing():
+    messages = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = _Collect(level=logging.WARNING)
+    tf.get_logger().addHandler(handler)
+    try:
+        for _ in range(7):
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+            pruned = mp.prune_low_magnitude(model)
+            step = tf.Variable(1, dtype=tf.int64)
+            mp.Pruning(model=pruned, global_step=step).mask_update_op()
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]
