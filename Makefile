@@ -40,4 +40,4 @@ bazel-query:
 	bazel query //...
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis
