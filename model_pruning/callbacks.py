@@ -83,7 +83,9 @@ class PruningSummaries(keras.callbacks.Callback):
         self._pruning: Pruning | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._pruning = _pruning_for(self.model, self._pruning)
+        self._pruning = _pruning_for(
+            self.model, self._pruning, updates_masks=False
+        )
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(
                 os.path.join(self.log_dir, "metrics")
@@ -107,9 +109,11 @@ class PruningSummaries(keras.callbacks.Callback):
             self._pruning.add_pruning_summaries()
 
 
-def _pruning_for(model: keras.Model, previous: Pruning | None) -> Pruning:
+def _pruning_for(
+    model: keras.Model, previous: Pruning | None, updates_masks: bool = True
+) -> Pruning:
     """Returns a `Pruning` for `model`, reusing `previous` (and its traced
     update function) when a later `fit` trains the same model."""
     if previous is not None and previous.model is model:
         return previous
-    return Pruning(model=model)
+    return Pruning(model=model, updates_masks=updates_masks)

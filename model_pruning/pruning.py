@@ -38,6 +38,10 @@ class Pruning:
             the schedule's target sparsity (still scaled by
             `weight_sparsity_map`). Defaults to `None`.
         model: The pruned model, layer or list of layers (keyword only).
+        updates_masks: Whether this object is what updates the layers'
+            masks (keyword only). Training a pruned layer raises until some
+            object with `updates_masks=True` manages it. `PruningSummaries`
+            passes `False`: it only reads. Defaults to `True`.
 
     Raises:
         ValueError: If `model` has no pruned layers, or `spec` differs from
@@ -62,6 +66,7 @@ class Pruning:
         sparsity: Any = None,
         *,
         model: Any,
+        updates_masks: bool = True,
     ):
         layers = accessors.pruned_layers(model)
         if not layers:
@@ -81,8 +86,9 @@ class Pruning:
                         f"than `spec`. Layer: {layer.hparams.to_json()}. "
                         f"Received: spec={spec.to_json()}"
                     )
-        for layer in layers:
-            layer.has_mask_updater = True
+        if updates_masks:
+            for layer in layers:
+                layer.has_mask_updater = True
         self._spec = spec
         self._model = model
         self._layers = layers

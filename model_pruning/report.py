@@ -21,14 +21,16 @@ import numpy as np
 from model_pruning import accessors
 from model_pruning import export
 from model_pruning.prune import strip_pruning
+from model_pruning.sparse_formats import CsrcEncoding
 from model_pruning.sparse_formats import bitmask_index_bytes
 from model_pruning.sparse_formats import check_index_bits
 from model_pruning.sparse_formats import csrc_index_bytes
 from model_pruning.sparse_formats import decode_csrc
-from model_pruning.sparse_formats import encode_bitmask
+from model_pruning.sparse_formats import encode_all
 from model_pruning.sparse_formats import encode_csrc
 from model_pruning.sparse_formats import is_floating_dtype
 from model_pruning.sparse_formats import quantization_error
+from model_pruning.sparse_formats import smallest_format
 
 BYTES_PER_MB = 10**6
 """The paper's megabyte (Tables 5 and 6)."""
@@ -261,17 +263,25 @@ def sparsity_report(
     index_bits = check_index_bits(index_bits)
     _check_arguments(model, include_exports)
     stripped, flags = _stripped_with_flags(model)
+    paths = [variable.path for variable in stripped.weights]
     arrays = [_as_numpy(variable) for variable in stripped.weights]
+    int8 = [
+        _int8_encoding(path, array, index_bits)
+        for path, array in zip(paths, arrays, strict=True)
+    ]
     weights = tuple(
-        _weight_report(variable.path, array, pruned, index_bits)
-        for variable, array, pruned in zip(
-            stripped.weights, arrays, flags, strict=True
+        _weight_report(path, array, pruned, index_bits, int8_encoding)
+        for path, array, pruned, int8_encoding in zip(
+            paths, arrays, flags, int8, strict=True
         )
     )
-    pruned_arrays = [
-        a for a, pruned in zip(arrays, flags, strict=True) if pruned
-    ]
-    max_abs, relative_rms = _int8_error(pruned_arrays, index_bits)
+    max_abs, relative_rms = _int8_error(
+        [
+            (array, encoding)
+            for array, encoding, pruned in zip(arrays, int8, flags, strict=True)
+            if pruned and encoding is not None
+        ]
+    )
     exports = _export_sizes(stripped) if include_exports else {}
     return SparsityReport(
         weights=weights,
@@ -475,47 +485,48 @@ def _as_numpy(variable: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(variable))
 
 
-def _weight_report(
-    name: str, array: np.ndarray, pruned: bool, index_bits: int
-) -> WeightReport:
-    """Measures one weight in every format."""
+def _int8_encoding(
+    name: str, array: np.ndarray, index_bits: int
+) -> CsrcEncoding | None:
+    """Returns the int8 CSR(C) encoding of a floating-point weight."""
+    if not is_floating_dtype(array.dtype):
+        return None
     try:
-        counts = _counts(array, index_bits)
+        return encode_csrc(array, index_bits, quantize=True)
     except ValueError as error:
         raise ValueError(f"Cannot measure weight {name!r}: {error}") from error
+
+
+def _weight_report(
+    name: str,
+    array: np.ndarray,
+    pruned: bool,
+    index_bits: int,
+    int8_encoding: CsrcEncoding | None,
+) -> WeightReport:
+    """Measures one weight in every format."""
+    encodings = encode_all(array, index_bits)
+    compact_format = smallest_format(encodings)
+    sizes = {fmt: int(e.nbytes) for fmt, e in encodings.items()}
+    size, nnz = int(array.size), int(np.count_nonzero(array))
     return WeightReport(
         name=name,
         shape=tuple(int(d) for d in array.shape),
         dtype=array.dtype.name,
         pruned=pruned,
-        **counts,
+        size=size,
+        nnz=nnz,
+        sparsity=_sparsity(size, nnz),
+        dense_bytes=sizes["dense"],
+        bitmask_bytes=sizes["bitmask"],
+        csr_bytes=sizes["csr"],
+        gzip_bytes=_gzip_bytes(array),
+        int8_csr_bytes=(
+            sizes["csr"] if int8_encoding is None else int(int8_encoding.nbytes)
+        ),
+        compact_bytes=sizes[compact_format],
+        compact_format=compact_format,
     )
-
-
-def _counts(array: np.ndarray, index_bits: int) -> dict[str, Any]:
-    """Returns the `SizeCounts` fields of one array and its compact format."""
-    size, nnz = int(array.size), int(np.count_nonzero(array))
-    candidates = {
-        "dense": int(array.nbytes),
-        "bitmask": encode_bitmask(array).nbytes,
-        "csr": encode_csrc(array, index_bits).nbytes,
-    }
-    compact_format = min(candidates, key=candidates.get)
-    int8_csr = candidates["csr"]
-    if is_floating_dtype(array.dtype):
-        int8_csr = encode_csrc(array, index_bits, quantize=True).nbytes
-    return {
-        "size": size,
-        "nnz": nnz,
-        "sparsity": _sparsity(size, nnz),
-        "dense_bytes": candidates["dense"],
-        "bitmask_bytes": candidates["bitmask"],
-        "csr_bytes": candidates["csr"],
-        "gzip_bytes": _gzip_bytes(array),
-        "int8_csr_bytes": int8_csr,
-        "compact_bytes": candidates[compact_format],
-        "compact_format": compact_format,
-    }
 
 
 def _sparsity(size: int, nnz: int) -> float:
@@ -533,18 +544,16 @@ def _total(weights: tuple[WeightReport, ...]) -> SizeCounts:
 
 
 def _int8_error(
-    arrays: list[np.ndarray], index_bits: int
+    pairs: list[tuple[np.ndarray, CsrcEncoding]],
 ) -> tuple[float | None, float | None]:
-    """Returns the int8 + CSR(C) error over `arrays` together."""
-    arrays = [a for a in arrays if is_floating_dtype(a.dtype)]
-    if not arrays:
+    """Returns the int8 + CSR(C) error over all `(array, encoding)` pairs."""
+    if not pairs:
         return None, None
-    decoded = [
-        decode_csrc(encode_csrc(a, index_bits, quantize=True)) for a in arrays
-    ]
     error = quantization_error(
-        np.concatenate([a.reshape(-1).astype(np.float64) for a in arrays]),
-        np.concatenate([d.reshape(-1).astype(np.float64) for d in decoded]),
+        np.concatenate([a.reshape(-1).astype(np.float64) for a, _ in pairs]),
+        np.concatenate(
+            [decode_csrc(e).reshape(-1).astype(np.float64) for _, e in pairs]
+        ),
     )
     return error.max_abs_error, error.relative_rms_error
 

@@ -415,6 +415,49 @@ def quantization_error(original: Any, decoded: Any) -> QuantizationError:
     return QuantizationError(max_abs, relative)
 
 
+FORMAT_NAMES = ("dense", "bitmask", "csr")
+"""The ways to store one array: as it is, as a bit-mask, as CSR(C)."""
+
+
+def encode_all(
+    array: np.ndarray,
+    index_bits: int = 4,
+    quantize: bool = False,
+    formats: tuple[str, ...] = FORMAT_NAMES,
+) -> dict[str, Any]:
+    """Returns `array` encoded in each of `formats`, in `FORMAT_NAMES` order.
+
+    `"dense"` is the array itself (never quantized); `"bitmask"` and `"csr"`
+    are `encode_bitmask` and `encode_csrc` results. Each value has `nbytes`.
+
+    Args:
+        array: A NumPy array.
+        index_bits: Bits per CSR(C) zero count, 4 or 5. Defaults to `4`.
+        quantize: Whether the sparse encodings store int8 values. Defaults
+            to `False`.
+        formats: Names from `FORMAT_NAMES`. Defaults to all of them.
+
+    Returns:
+        A dict from format name to encoding.
+    """
+    encoders = {
+        "dense": lambda: array,
+        "bitmask": lambda: encode_bitmask(array, quantize=quantize),
+        "csr": lambda: encode_csrc(array, index_bits, quantize=quantize),
+    }
+    return {name: encoders[name]() for name in FORMAT_NAMES if name in formats}
+
+
+def smallest_format(encodings: dict[str, Any]) -> str:
+    """Returns the name of the encoding with the fewest bytes.
+
+    The first of them, in `encodings`' order, on a tie. This is the rule of
+    `save_sparse_weights(format="auto")` and of `sparsity_report`'s
+    `compact_bytes`.
+    """
+    return min(encodings, key=lambda name: int(encodings[name].nbytes))
+
+
 def bitmask_index_bytes(num_elements: int) -> int:
     """Returns the bytes of a bit-mask index: `ceil(num_elements / 8)`.
 

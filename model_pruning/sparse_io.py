@@ -17,21 +17,22 @@ import numpy as np
 
 from model_pruning import accessors
 from model_pruning.prune import strip_pruning
+from model_pruning.sparse_formats import FORMAT_NAMES
 from model_pruning.sparse_formats import BitMaskEncoding
 from model_pruning.sparse_formats import CsrcEncoding
 from model_pruning.sparse_formats import check_index_bits
 from model_pruning.sparse_formats import decode_bitmask
 from model_pruning.sparse_formats import decode_csrc
-from model_pruning.sparse_formats import encode_bitmask
-from model_pruning.sparse_formats import encode_csrc
+from model_pruning.sparse_formats import encode_all
 from model_pruning.sparse_formats import is_floating_dtype
+from model_pruning.sparse_formats import smallest_format
 
 FORMATS = ("auto", "bitmask", "csr")
 """The `format` values of `save_sparse_weights`."""
 
 _FILE_KIND = "model_pruning.sparse_weights"
 _FILE_VERSION = 1
-_STORED_FORMATS = ("dense", "bitmask", "csr")
+_STORED_FORMATS = FORMAT_NAMES
 _ENTRY_KEYS = frozenset(
     ("path", "shape", "dtype", "format", "index_bits", "num_entries", "scale")
 )
@@ -168,7 +169,8 @@ def _encode_weight(
         raise ValueError(
             f"Cannot encode weight {variable.path!r}: {error}"
         ) from error
-    name, encoding, parts = min(candidates, key=lambda c: int(c[1].nbytes))
+    name = smallest_format(candidates)
+    encoding = candidates[name]
     entry = {
         "path": variable.path,
         "shape": list(array.shape),
@@ -178,25 +180,24 @@ def _encode_weight(
         "num_entries": getattr(encoding, "num_entries", None),
         "scale": getattr(encoding, "scale", None),
     }
-    return entry, parts
+    return entry, _parts(name, encoding)
 
 
 def _candidates(
     array: np.ndarray, format: str, index_bits: int, quantize: bool
-) -> list[tuple[str, Any, dict[str, np.ndarray]]]:
-    """Returns `(format, encoding, arrays)` for each format to consider."""
-    candidates = []
-    if format == "auto":
-        candidates.append(("dense", array, {"values": array}))
-    if format in ("auto", "bitmask"):
-        bitmask = encode_bitmask(array, quantize=quantize)
-        parts = {"bitmask": bitmask.bitmask, "values": bitmask.values}
-        candidates.append(("bitmask", bitmask, parts))
-    if format in ("auto", "csr"):
-        csr = encode_csrc(array, index_bits=index_bits, quantize=quantize)
-        parts = {"zero_counts": csr.zero_counts, "values": csr.values}
-        candidates.append(("csr", csr, parts))
-    return candidates
+) -> dict[str, Any]:
+    """Returns the encodings of `array` that `format` chooses among."""
+    formats = FORMAT_NAMES if format == "auto" else (format,)
+    return encode_all(array, index_bits, quantize, formats)
+
+
+def _parts(name: str, encoding: Any) -> dict[str, np.ndarray]:
+    """Returns the arrays the file stores for one encoded weight."""
+    if name == "dense":
+        return {"values": encoding}
+    if name == "bitmask":
+        return {"bitmask": encoding.bitmask, "values": encoding.values}
+    return {"zero_counts": encoding.zero_counts, "values": encoding.values}
 
 
 def _read(path: str | os.PathLike) -> tuple[list[dict], dict]:

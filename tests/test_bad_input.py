@@ -247,3 +247,18 @@ def test_hparams_fields_fuzz_construct_or_raise_value_error(fields):
         PruningHParams().override(**fields)
     except ValueError:
         return
+
+
+def test_fit_with_only_pruning_summaries_still_says_update_step_is_missing(
+    tmp_path,
+):
+    pruned = _compile(mp.prune_low_magnitude(_mlp()))
+    x, y = _data()
+    with pytest.raises(ValueError, match="UpdatePruningStep"):
+        pruned.fit(
+            x,
+            y,
+            epochs=1,
+            verbose=0,
+            callbacks=[mp.PruningSummaries(log_dir=str(tmp_path))],
+        )
