@@ -1,8 +1,9 @@
 """Find the pruned layers of a model and read their state (contrib's getters).
 
 Every list is in one stable order: the model's layers depth first, in
-`model.layers` order, each pruned weight in its layer's order; a layer shared
-by several calls appears once.
+`model.layers` order (a custom layer's sublayers in attribute order), each
+pruned weight in its layer's order; a layer shared by several calls appears
+once.
 """
 
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from model_pruning import containers
 from model_pruning.mask import apply_mask
 from model_pruning.wrapper import PrunedWeight
 from model_pruning.wrapper import PruneLowMagnitude
@@ -34,6 +36,8 @@ def pruned_layers(model: Any) -> list[PruneLowMagnitude]:
             found.setdefault(id(obj), obj)
         elif isinstance(obj, keras.Model):
             visit(obj.layers)
+        elif isinstance(obj, keras.layers.Layer):
+            visit(containers.sublayers(obj))
 
     visit(model)
     return list(found.values())

@@ -16,6 +16,10 @@ NO_END_STEP = -1
 
 POOLING_FUNCTIONS = ("AVG", "MAX")
 
+PRUNING_SCHEMES = ("uniform", "layerwise", "global")
+"""Section 4.3 of the paper: every weight on one schedule; one layer at a
+time within each pruning interval; one threshold across all weights."""
+
 _LIST_FIELDS = ("weight_sparsity_map", "block_dims_map")
 
 
@@ -76,6 +80,21 @@ class PruningHParams:
         sparsity_function_exponent: Power of the schedule. Defaults to `3.0`.
         use_tpu: Accepted for hparams-string compatibility; no effect.
             Defaults to `False`.
+        pruning_scheme: How the weights of a model share the schedule (the
+            paper's section 4.3). `"uniform"`: every weight reaches the
+            schedule's sparsity at every update. `"layerwise"` ("layerwise
+            constant"): each pruning interval is split among the `L` pruned
+            layers, and layer `j` runs the schedule delayed by
+            `j * pruning_frequency // L` steps, so within an interval one
+            layer at a time reaches that interval's sparsity.
+            `"global"`: one magnitude threshold across all pruned weights, so
+            the model's total reaches the target while layers end at
+            different sparsities. Defaults to `"uniform"`.
+        sparsity_m_by_n: `"M:N"` (for instance `"2:4"`): at every update,
+            keep the `N - M` largest magnitudes of each group of `N`
+            consecutive weights along the input dimension (axis -2), so every
+            group has at least `M` zeros; the schedule then says only when
+            masks update. `""` turns it off. Defaults to `""`.
 
     Raises:
         ValueError: If a value is out of range; the message names the field
@@ -99,6 +118,8 @@ class PruningHParams:
     sparsity_function_end_step: int = 100
     sparsity_function_exponent: float = 3.0
     use_tpu: bool = False
+    pruning_scheme: str = "uniform"
+    sparsity_m_by_n: str = ""
 
     def __post_init__(self) -> None:
         for field in _LIST_FIELDS:
@@ -156,6 +177,13 @@ class PruningHParams:
     def from_config(cls, config: dict[str, Any]) -> "PruningHParams":
         """Builds hparams from `values()` / `get_config()` output."""
         return cls().override(**config)
+
+    @property
+    def m_by_n(self) -> tuple[int, int] | None:
+        """`sparsity_m_by_n` as `(M, N)`, or `None` when it is off."""
+        if not self.sparsity_m_by_n:
+            return None
+        return _parse_m_by_n(self.sparsity_m_by_n)
 
     def weight_target_sparsity(self, weight_path: str) -> float | None:
         """Returns the `weight_sparsity_map` value for a weight, or `None`.
@@ -292,6 +320,23 @@ def _parse_block_dims(value: str) -> tuple[int, int]:
     return height, width
 
 
+def _parse_m_by_n(value: str) -> tuple[int, int]:
+    parts = value.split(":")
+    try:
+        zeros, group = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(
+            "sparsity_m_by_n must be written 'M:N' with integers, for "
+            f"instance '2:4'. Received: sparsity_m_by_n={value!r}"
+        ) from None
+    if not 0 < zeros < group:
+        raise ValueError(
+            "sparsity_m_by_n 'M:N' needs 0 < M < N. "
+            f"Received: sparsity_m_by_n={value!r}"
+        )
+    return zeros, group
+
+
 def _single_match(
     field: str, entries: tuple[str, ...], path: str
 ) -> str | None:
@@ -385,6 +430,30 @@ def _validate(spec: PruningHParams) -> None:
             "MAX. Received: "
             f"block_pooling_function={spec.block_pooling_function!r}"
         )
+    if spec.pruning_scheme not in PRUNING_SCHEMES:
+        raise ValueError(
+            f"pruning_scheme must be one of {', '.join(PRUNING_SCHEMES)}. "
+            f"Received: pruning_scheme={spec.pruning_scheme!r}"
+        )
+    if spec.sparsity_m_by_n:
+        _parse_m_by_n(spec.sparsity_m_by_n)
+    if spec.pruning_scheme == "global":
+        conflicts = {
+            "weight_sparsity_map": spec.weight_sparsity_map,
+            "block_dims_map": spec.block_dims_map,
+            "sparsity_m_by_n": spec.sparsity_m_by_n,
+        }
+        if (spec.block_height, spec.block_width) != (1, 1):
+            conflicts["block_height/block_width"] = (
+                f"{spec.block_height}x{spec.block_width}"
+            )
+        for field, value in conflicts.items():
+            if value:
+                raise ValueError(
+                    "pruning_scheme='global' uses one threshold for all "
+                    f"weights, so {field} cannot be set with it. "
+                    f"Received: {field}={value!r}"
+                )
     for entry in spec.weight_sparsity_map:
         pattern, sep, value = entry.rpartition(":")
         try:

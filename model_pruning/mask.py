@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from model_pruning import selection
+
 
 class MaskUpdate(NamedTuple):
     """A new threshold and mask for one weight."""
@@ -30,7 +32,7 @@ def apply_mask(weight: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     becomes `+0.0` rather than `-0.0`, so masked entries are plain zeros in
     every saved or encoded form.
     """
-    return tf.where(mask != 0, weight, tf.zeros_like(weight))
+    return tf.where(tf.not_equal(mask, 0), weight, tf.zeros_like(weight))
 
 
 def num_kept(size: int, sparsity: tf.Tensor) -> tf.Tensor:
@@ -67,6 +69,7 @@ def magnitude_mask(
     sparsity: tf.Tensor,
     previous_threshold: tf.Tensor,
     threshold_decay: float,
+    xla: bool = False,
 ) -> MaskUpdate:
     """Element-wise magnitude mask.
 
@@ -82,12 +85,15 @@ def magnitude_mask(
         previous_threshold: The stored threshold, used when `threshold_decay`
             is positive.
         threshold_decay: Python float in `[0, 1)`.
+        xla: Whether this runs inside an XLA-compiled function, where the
+            selection must use TF ops only (see `selection.kth_largest`).
+            Defaults to `False`.
 
     Returns:
         A `MaskUpdate` with the threshold and a mask of `magnitudes`' dtype.
     """
     k = num_kept(magnitudes.shape.num_elements(), sparsity)
-    current = kth_largest(magnitudes, k)
+    current = selection.kth_largest(magnitudes, k, xla=xla)
     if threshold_decay:
         current = (1.0 - threshold_decay) * current + threshold_decay * tf.cast(
             previous_threshold, current.dtype
@@ -103,6 +109,7 @@ def block_magnitude_mask(
     threshold_decay: float,
     block_dims: tuple[int, int],
     pooling_function: str,
+    xla: bool = False,
 ) -> MaskUpdate:
     """Block mask of a weight that squeezes to rank 2 (contrib's rule).
 
@@ -120,6 +127,7 @@ def block_magnitude_mask(
         threshold_decay: Python float in `[0, 1)`.
         block_dims: `(height, width)`; `-1` means the whole dimension.
         pooling_function: `"AVG"` or `"MAX"`.
+        xla: As in `magnitude_mask`. Defaults to `False`.
 
     Returns:
         A `MaskUpdate` whose mask has the shape of `magnitudes`.
@@ -127,7 +135,7 @@ def block_magnitude_mask(
     squeezed = tf.squeeze(magnitudes)
     if squeezed.shape.rank != 2 or tuple(block_dims) == (1, 1):
         return magnitude_mask(
-            magnitudes, sparsity, previous_threshold, threshold_decay
+            magnitudes, sparsity, previous_threshold, threshold_decay, xla
         )
     rows, cols = squeezed.shape
     block = (
@@ -136,7 +144,7 @@ def block_magnitude_mask(
     )
     pooled = _pool_blocks(squeezed, block, pooling_function)
     update = magnitude_mask(
-        pooled, sparsity, previous_threshold, threshold_decay
+        pooled, sparsity, previous_threshold, threshold_decay, xla
     )
     expanded = tf.repeat(
         tf.repeat(update.mask, block[0], axis=0), block[1], axis=1
@@ -174,3 +182,78 @@ def _pool_blocks(
     block_sums = pool(values, "AVG")
     valid_fraction = pool(tf.ones_like(values), "AVG")
     return block_sums / valid_fraction
+
+
+def global_magnitude_masks(
+    magnitudes: list[tf.Tensor],
+    sparsity: tf.Tensor,
+    previous_threshold: tf.Tensor,
+    threshold_decay: float,
+    xla: bool = False,
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """One threshold across several tensors (global magnitude pruning).
+
+    ```
+    N         = sum of the tensors' sizes
+    k         = round_half_even(N * (1 - sparsity))
+    threshold = (1 - decay) * kth_largest(all magnitudes, k)
+                + decay * previous
+    mask_i    = magnitudes_i >= threshold
+    ```
+
+    Args:
+        magnitudes: Non-negative tensors of `|w|` of one float dtype.
+        sparsity: Float scalar in `[0, 1)`: the fraction of all entries to
+            mask.
+        previous_threshold: The stored threshold, used when `threshold_decay`
+            is positive.
+        threshold_decay: Python float in `[0, 1)`.
+        xla: As in `magnitude_mask`. Defaults to `False`.
+
+    Returns:
+        `(threshold, masks)`, one mask per tensor, of its dtype.
+    """
+    total = sum(m.shape.num_elements() for m in magnitudes)
+    k = num_kept(total, sparsity)
+    threshold = selection.kth_largest(magnitudes, k, xla=xla)
+    if threshold_decay:
+        threshold = (1.0 - threshold_decay) * threshold + threshold_decay * (
+            tf.cast(previous_threshold, threshold.dtype)
+        )
+    masks = [tf.cast(m >= threshold, m.dtype) for m in magnitudes]
+    return threshold, masks
+
+
+def m_by_n_mask(magnitudes: tf.Tensor, zeros: int, group: int) -> tf.Tensor:
+    """Keeps the `group - zeros` largest of every `group` weights (N:M).
+
+    Groups are `group` consecutive entries along axis -2 (the input dimension
+    of a Dense or convolution kernel). Exactly `group - zeros` entries of each
+    group are kept; among equal magnitudes the lower index wins.
+
+    Args:
+        magnitudes: Non-negative tensor of rank at least 2 whose axis -2 is a
+            multiple of `group`.
+        zeros: `M`, the zeros per group.
+        group: `N`, the group size.
+
+    Returns:
+        A mask of `magnitudes`' shape and dtype.
+
+    Raises:
+        ValueError: If the rank or axis -2 does not fit.
+    """
+    shape = magnitudes.shape
+    if shape.rank < 2 or shape[-2] % group:
+        raise ValueError(
+            f"N:M sparsity needs a weight of rank >= 2 whose axis -2 is a "
+            f"multiple of N={group}. Received: shape={shape.as_list()}"
+        )
+    rank = shape.rank
+    # Move axis -2 last, split it into groups, pick per group.
+    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+    moved = tf.transpose(magnitudes, perm)
+    grouped = tf.reshape(moved, moved.shape[:-1] + [shape[-2] // group, group])
+    kept = tf.math.top_k(grouped, k=group - zeros, sorted=False).indices
+    mask = tf.reduce_sum(tf.one_hot(kept, group, dtype=magnitudes.dtype), -2)
+    return tf.transpose(tf.reshape(mask, moved.shape), perm)

@@ -28,6 +28,13 @@ class Pruning:
     says so (contrib's rule plus a catch-up at the end step). An update keeps
     the largest-magnitude unpruned weights: pruned weights never come back.
 
+    The layers' `pruning_scheme` (all layers must agree) decides how they
+    share the schedule: `"uniform"` updates each layer on the schedule;
+    `"layerwise"` delays the schedule of the `j`-th of `L` layers by
+    `j * pruning_frequency // L` steps (its `last_mask_update_step` counts
+    in that delayed time); `"global"` updates all layers together with one
+    threshold over all their weights.
+
     Args:
         spec: A `PruningHParams`. Defaults to `None`: each pruned layer uses
             the hparams it was wrapped with. When given it must equal them.
@@ -38,14 +45,19 @@ class Pruning:
             the schedule's target sparsity (still scaled by
             `weight_sparsity_map`). Defaults to `None`.
         model: The pruned model, layer or list of layers (keyword only).
+        xla: Whether the updates run inside an XLA-compiled function (for
+            instance a custom train step with `jit_compile=True` that calls
+            `conditional_mask_update_op()`), so the threshold selection must
+            use TF ops only (keyword only). Defaults to `False`.
         updates_masks: Whether this object is what updates the layers'
             masks (keyword only). Training a pruned layer raises until some
             object with `updates_masks=True` manages it. `PruningSummaries`
             passes `False`: it only reads. Defaults to `True`.
 
     Raises:
-        ValueError: If `model` has no pruned layers, or `spec` differs from
-            the hparams a layer was wrapped with.
+        ValueError: If `model` has no pruned layers, `spec` differs from the
+            hparams a layer was wrapped with, or the layers' hparams differ
+            under a `"layerwise"` or `"global"` scheme.
 
     Example:
 
@@ -66,6 +78,7 @@ class Pruning:
         sparsity: Any = None,
         *,
         model: Any,
+        xla: bool = False,
         updates_masks: bool = True,
     ):
         layers = accessors.pruned_layers(model)
@@ -86,9 +99,18 @@ class Pruning:
                         f"than `spec`. Layer: {layer.hparams.to_json()}. "
                         f"Received: spec={spec.to_json()}"
                     )
+        scheme = _common_scheme(layers, spec)
         if updates_masks:
             for layer in layers:
                 layer.has_mask_updater = True
+        self._scheme = scheme
+        self._xla = bool(xla)
+        self._delays = [
+            (j * layer.hparams.pruning_frequency) // len(layers)
+            if scheme == "layerwise"
+            else 0
+            for j, layer in enumerate(layers)
+        ]
         self._spec = spec
         self._model = model
         self._layers = layers
@@ -152,13 +174,50 @@ class Pruning:
         """
         return self._conditional_update(tf.constant(False))
 
+    @property
+    def scheme(self) -> str:
+        """The layers' `pruning_scheme`."""
+        return self._scheme
+
+    def layer_steps(self, step: Any) -> list[tf.Tensor]:
+        """Returns each layer's schedule step at global `step`: the step
+        itself, minus the layer's delay under the `"layerwise"` scheme."""
+        step = tf.cast(step, tf.int64)
+        return [step - delay for delay in self._delays]
+
     def _update_all_layers(self, force: tf.Tensor) -> tf.Tensor:
         step = self.global_step()
+        if self._scheme == "global":
+            return self._maybe_update_global(step, force)
         updated = [
-            self._maybe_update_layer(layer, step, force)
-            for layer in self._layers
+            self._maybe_update_layer(layer, layer_step, force)
+            for layer, layer_step in zip(
+                self._layers, self.layer_steps(step), strict=True
+            )
         ]
         return tf.reduce_any(tf.stack(updated))
+
+    def _maybe_update_global(
+        self, step: tf.Tensor, force: tf.Tensor
+    ) -> tf.Tensor:
+        hparams = self._spec or self._layers[0].hparams
+        due = tf.logical_or(
+            force,
+            schedule.should_update_masks(
+                hparams, step, self._layers[0].last_mask_update_step
+            ),
+        )
+
+        def update() -> tf.Tensor:
+            entries = accessors.pruned_weights(self._layers)
+            _update_global(
+                entries, hparams, self.sparsity(hparams, step), self._xla
+            )
+            for layer in self._layers:
+                layer.last_mask_update_step.assign(step)
+            return tf.constant(True)
+
+        return tf.cond(due, update, lambda: tf.constant(False))
 
     def _maybe_update_layer(
         self, layer: PruneLowMagnitude, step: tf.Tensor, force: tf.Tensor
@@ -174,19 +233,23 @@ class Pruning:
         def update() -> tf.Tensor:
             sparsity = self.sparsity(hparams, step)
             for entry in layer.pruned_weights:
-                _update_weight(entry, hparams, sparsity)
+                _update_weight(entry, hparams, sparsity, self._xla)
             layer.last_mask_update_step.assign(step)
             return tf.constant(True)
 
         return tf.cond(due, update, lambda: tf.constant(False))
 
     def target_sparsities(self) -> dict[str, tf.Tensor]:
-        """Returns each pruned weight's target sparsity at the current step."""
-        step = self.global_step()
+        """Returns each pruned weight's target sparsity at the current step.
+
+        Under the `"global"` scheme this is the model's target: single
+        weights end wherever the shared threshold leaves them.
+        """
+        steps = self.layer_steps(self.global_step())
         return {
-            entry.name: self.sparsity(self._spec or layer.hparams, step)
+            entry.name: self.sparsity(self._spec or layer.hparams, layer_step)
             * entry.sparsity_scale
-            for layer in self._layers
+            for layer, layer_step in zip(self._layers, steps, strict=True)
             for entry in layer.pruned_weights
         }
 
@@ -235,13 +298,18 @@ class Pruning:
 
 
 def _update_weight(
-    entry: PrunedWeight, hparams: PruningHParams, sparsity: tf.Tensor
+    entry: PrunedWeight,
+    hparams: PruningHParams,
+    sparsity: tf.Tensor,
+    xla: bool = False,
 ) -> None:
     """Computes and assigns one weight's new threshold and mask.
 
     Magnitudes of already-pruned weights count as zero and the new mask is
     ANDed with the old one, so masks only shrink. A weight with no elements
-    has nothing to update. A NaN or Inf in an unpruned entry cannot be
+    has nothing to update. Under `sparsity_m_by_n` the mask keeps the
+    largest `N - M` of each group and the threshold is left as it is. A NaN
+    or Inf in an unpruned entry cannot be
     ranked: that weight keeps its mask and threshold, and the update raises
     `tf.errors.InvalidArgumentError` naming it (under XLA, where ops cannot
     raise, it only keeps them). Other weights update as usual.
@@ -249,24 +317,95 @@ def _update_weight(
     if entry.mask.shape.num_elements() == 0:
         return
     old_mask = entry.mask
-    magnitudes = tf.debugging.check_numerics(
-        tf.abs(mask_lib.apply_mask(entry.weight, old_mask)),
-        f"model_pruning: weight {entry.name!r} holds NaN or Inf, so its "
-        "magnitudes cannot be ranked; its mask was not updated",
-    )
+    magnitudes = _checked_magnitudes(entry)
 
     def assign_new_mask() -> tf.Tensor:
-        update = mask_lib.block_magnitude_mask(
-            magnitudes,
-            tf.cast(sparsity * entry.sparsity_scale, tf.float32),
-            entry.threshold,
-            hparams.threshold_decay,
-            entry.block_dims,
-            hparams.block_pooling_function,
-        )
-        entry.threshold.assign(tf.cast(update.threshold, entry.threshold.dtype))
-        entry.mask.assign(update.mask * old_mask)
+        if hparams.m_by_n is not None:
+            new_mask = mask_lib.m_by_n_mask(magnitudes, *hparams.m_by_n)
+        else:
+            update = mask_lib.block_magnitude_mask(
+                magnitudes,
+                tf.cast(sparsity * entry.sparsity_scale, tf.float32),
+                entry.threshold,
+                hparams.threshold_decay,
+                entry.block_dims,
+                hparams.block_pooling_function,
+                xla,
+            )
+            entry.threshold.assign(
+                tf.cast(update.threshold, entry.threshold.dtype)
+            )
+            new_mask = update.mask
+        entry.mask.assign(new_mask * old_mask)
         return tf.constant(True)
 
     finite = tf.reduce_all(tf.math.is_finite(magnitudes))
     tf.cond(finite, assign_new_mask, lambda: tf.constant(False))
+
+
+def _checked_magnitudes(entry: PrunedWeight) -> tf.Tensor:
+    """`|w|` with pruned entries at 0; raises on NaN or Inf (see above)."""
+    return tf.debugging.check_numerics(
+        tf.abs(mask_lib.apply_mask(entry.weight, entry.mask)),
+        f"model_pruning: weight {entry.name!r} holds NaN or Inf, so its "
+        "magnitudes cannot be ranked; its mask was not updated",
+    )
+
+
+def _update_global(
+    entries: list[PrunedWeight],
+    hparams: PruningHParams,
+    sparsity: tf.Tensor,
+    xla: bool,
+) -> None:
+    """Assigns one threshold over all `entries` and their new masks.
+
+    Keeps the `round_half_even((1 - s) * N)` largest unpruned magnitudes of
+    all `N` weights (ties at the threshold kept). A NaN or Inf anywhere
+    leaves every mask as it was (and raises, as in `_update_weight`).
+    """
+    entries = [e for e in entries if e.mask.shape.num_elements()]
+    if not entries:
+        return
+    old_masks = [tf.identity(e.mask) for e in entries]
+    magnitudes = [_checked_magnitudes(e) for e in entries]
+
+    def assign_new_masks() -> tf.Tensor:
+        threshold, masks = mask_lib.global_magnitude_masks(
+            magnitudes,
+            tf.cast(sparsity, tf.float32),
+            entries[0].threshold,
+            hparams.threshold_decay,
+            xla,
+        )
+        for entry, mask, old in zip(entries, masks, old_masks, strict=True):
+            entry.threshold.assign(tf.cast(threshold, entry.threshold.dtype))
+            entry.mask.assign(tf.cast(mask, old.dtype) * old)
+        return tf.constant(True)
+
+    finite = tf.reduce_all(
+        [tf.reduce_all(tf.math.is_finite(m)) for m in magnitudes]
+    )
+    tf.cond(finite, assign_new_masks, lambda: tf.constant(False))
+
+
+def _common_scheme(
+    layers: list[PruneLowMagnitude], spec: PruningHParams | None
+) -> str:
+    """Returns the layers' shared `pruning_scheme`, checking it is shared."""
+    if spec is not None:
+        return spec.pruning_scheme
+    specs = {layer.hparams for layer in layers}
+    schemes = sorted({s.pruning_scheme for s in specs})
+    if len(schemes) > 1:
+        raise ValueError(
+            "All pruned layers of one model must use the same "
+            f"pruning_scheme. Received: pruning_scheme values {schemes}"
+        )
+    if schemes[0] != "uniform" and len(specs) > 1:
+        raise ValueError(
+            f"pruning_scheme={schemes[0]!r} runs one schedule for the whole "
+            "model, so every pruned layer needs the same hparams. Received: "
+            f"{len(specs)} different hparams"
+        )
+    return schemes[0]

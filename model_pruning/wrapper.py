@@ -7,6 +7,8 @@ layer. It only holds state and applies the mask; `pruning.Pruning` decides
 when and how masks change.
 """
 
+import re
+from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
 
@@ -86,16 +88,29 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             `get_prunable_weights()`.
         hparams: A `PruningHParams` or its config dict. Defaults to
             `get_pruning_hparams()`.
+        include: Regular expressions choosing which candidate weights to
+            prune, matched (`re.search`) against `<layer>/<path>` names such
+            as `"dense/kernel"`. Defaults to `None`: the layer's default
+            candidates (all but depthwise kernels).
+        exclude: Regular expressions of weights not to prune. Defaults to
+            `()`.
         **kwargs: Base layer arguments such as `name`. Defaults the name to
             `"prune_low_magnitude_<layer name>"`.
 
     Raises:
-        ValueError: If `layer` is already wrapped or cannot be pruned.
+        ValueError: If `layer` is already wrapped or cannot be pruned, or a
+            pattern is invalid. At build: if no weight is selected, or a
+            weight does not fit `sparsity_m_by_n`.
         TypeError: If `hparams` has the wrong type.
     """
 
     def __init__(
-        self, layer: keras.layers.Layer, hparams: Any = None, **kwargs
+        self,
+        layer: keras.layers.Layer,
+        hparams: Any = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        **kwargs,
     ):
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(
@@ -114,9 +129,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"Received: layer={layer.__class__.__name__}"
             )
         hparams = _as_hparams(hparams)
+        include = check_patterns("include", include)
+        exclude = check_patterns("exclude", exclude)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.hparams = hparams
+        self.include = include
+        self.exclude = exclude
         self.supports_masking = layer.supports_masking
         self._pruned = _Untracked(())
         self.has_mask_updater = False
@@ -126,11 +145,33 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """The pruned weights with their masks and thresholds, in order."""
         return self._pruned.value
 
-    def build(self, input_shape: Any = None) -> None:
-        super().build(input_shape)
+    def build(self, input_shape: Any = None, *shapes: Any, **named) -> None:
+        # Extra shapes (a container building MultiHeadAttention with query
+        # and value shapes) go to the wrapped layer.
+        if self.built:
+            return  # A container may build its built sublayers again.
+        if not self.layer.built:
+            if shapes or named:
+                self.layer.build(input_shape, *shapes, **named)
+            elif isinstance(self.layer, keras.layers.MultiHeadAttention):
+                raise ValueError(
+                    f"MultiHeadAttention {self.layer.name!r} needs both the "
+                    "query and value shapes to build: call "
+                    "`layer.build(query_shape, value_shape)` (or the layer "
+                    "on data) before wrapping it. Received: built=False"
+                )
+            else:
+                super().build(input_shape)
+        chosen = selected_weights(self.layer, self.include, self.exclude)
+        if not chosen:
+            raise ValueError(
+                f"No weight of layer {self.layer.name!r} is selected for "
+                "pruning. Received: "
+                f"include={self.include!r}, exclude={self.exclude!r}"
+            )
         entries, seen = [], set()
-        for weight in registry.prunable_weights(self.layer):
-            name = _weight_name(weight, self.layer.name)
+        for name, weight in chosen:
+            _check_m_by_n(self.hparams, name, weight)
             base = weight.name
             while base in seen:
                 base = f"{base}_{len(seen)}"
@@ -205,19 +246,107 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)
 
+    def get_build_config(self) -> dict[str, Any] | None:
+        # The wrapped layer's own build config rebuilds any layer, including
+        # ones that `build(input_shape)` cannot (MultiHeadAttention).
+        inner = self.layer.get_build_config()
+        if inner is None:
+            return super().get_build_config()
+        return {"layer": inner}
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        if "layer" not in config:
+            super().build_from_config(config)
+            return
+        if not self.layer.built:
+            self.layer.build_from_config(config["layer"])
+        self.build()
+
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "hparams": self.hparams.get_config()}
+        return {
+            **super().get_config(),
+            "hparams": self.hparams.get_config(),
+            "include": None if self.include is None else list(self.include),
+            "exclude": list(self.exclude),
+        }
 
 
-def _weight_name(weight, layer_name: str) -> str:
-    """Returns `<layer name>/<path inside the layer>`, e.g. `dense_1/kernel`.
+def selected_weights(
+    layer: keras.layers.Layer,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
+) -> list[tuple[str, Any]]:
+    """Returns `(name, variable)` of each weight of `layer` a selection prunes.
 
-    Variable paths depend on the name scopes a layer was built under (a model,
-    a wrapper); this name does not, so it is the same before and after a
-    `.keras` round trip.
+    A candidate weight (see `registry.candidates`) is named
+    `<layer name>/<path>`, e.g. `"lstm/lstm_cell/kernel"`. It is pruned when
+    an `include` regex matches its name (`re.search`), or, with
+    `include=None`, when it is pruned by default; and no `exclude` regex
+    matches it.
+
+    Raises:
+        ValueError: If nothing in the library knows how to prune `layer`.
     """
-    parts = weight.path.split("/")
-    if layer_name in parts[:-1]:
-        start = len(parts) - 1 - parts[:-1][::-1].index(layer_name) - 1
-        return "/".join(parts[start:])
+    found = registry.candidates(layer)
+    if found is None:
+        raise ValueError(
+            f"Layer {layer.name!r} of class {layer.__class__.__name__} has "
+            "weights that nothing knows how to prune. Give it a "
+            "`get_prunable_weights()` method, or leave it unpruned. "
+            f"Supported: {registry.supported_layer_names()}. "
+            f"Received: layer={layer.__class__.__name__}"
+        )
+    chosen = []
+    for candidate in found:
+        name = f"{layer.name}/{candidate.path}"
+        if include is None:
+            wanted = candidate.default
+        else:
+            wanted = any(re.search(p, name) for p in include)
+        if wanted and not any(re.search(p, name) for p in exclude):
+            chosen.append((name, candidate.variable))
+    return chosen
+
+
+def check_patterns(argument: str, value: Any) -> tuple[str, ...] | None:
+    """Returns `value` as a tuple of regexes (`None` stays for `include`).
+
+    Raises:
+        ValueError: If `value` is not a list of valid regular expressions.
+    """
+    if value is None and argument == "include":
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"`{argument}` must be a list of regular expressions. "
+            f"Received: {argument}={value!r}"
+        )
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as error:
+            raise ValueError(
+                f"`{argument}` holds an invalid regular expression: {error}. "
+                f"Received: {argument}={list(value)!r}"
+            ) from None
+    return tuple(value)
+
+
+def _check_m_by_n(hparams: PruningHParams, name: str, weight: Any) -> None:
+    if hparams.m_by_n is None:
+        return
+    group = hparams.m_by_n[1]
+    shape = tuple(weight.shape)
+    if len(shape) < 2 or shape[-2] % group:
+        raise ValueError(
+            f"sparsity_m_by_n={hparams.sparsity_m_by_n!r} groups {group} "
+            "consecutive weights along axis -2, which weight "
+            f"{name!r} cannot be split into. Exclude it or use another "
+            f"N. Received: shape={list(shape)}"
+        )
+
+
+def weight_name(weight: Any, layer_name: str) -> str:
+    """Returns `<layer name>/<variable name>`: how the selection names a
+    weight of a layer that has no candidates."""
     return f"{layer_name}/{weight.name}"

@@ -11,10 +11,10 @@ def _build_text():
 
 
 def test_build_has_a_library_target_for_every_module():
-    listed = set(re.findall(r'"(model_pruning/\w+\.py)"', _build_text()))
+    listed = set(re.findall(r'"(model_pruning/[\w/]+\.py)"', _build_text()))
     modules = {
         str(path.relative_to(ROOT))
-        for path in (ROOT / "model_pruning").glob("*.py")
+        for path in (ROOT / "model_pruning").rglob("*.py")
     }
     assert modules - listed == set()
 

@@ -464,7 +464,7 @@ def test_block_magnitude_mask_same_under_xla(
     @tf.function(jit_compile=True)
     def compiled(values, target, previous):
         return block_magnitude_mask(
-            values, target, previous, 0.5, block_dims, pooling
+            values, target, previous, 0.5, block_dims, pooling, xla=True
         )
 
     args = (_f32(magnitudes), _f32(sparsity), _f32(0.25))
@@ -480,10 +480,10 @@ def test_magnitude_mask_same_under_xla_and_tf_function():
     rng = np.random.default_rng(12)
     magnitudes = _f32(np.abs(rng.normal(size=(16, 16))))
 
-    def update(target):
-        return magnitude_mask(magnitudes, target, _f32(0.0), 0.0)
+    def update(target, xla=False):
+        return magnitude_mask(magnitudes, target, _f32(0.0), 0.0, xla=xla)
 
-    compiled = tf.function(update, jit_compile=True)
+    compiled = tf.function(lambda t: update(t, xla=True), jit_compile=True)
     graph = tf.function(update)
     for sparsity in (0.0, 0.5, 0.9, 0.999):
         eager = update(_f32(sparsity))

@@ -1,0 +1,306 @@
+"""Cost of one mask update (threshold + mask) in elementwise passes.
+
+For one float32 tensor of 1M, 10M and 37M entries (`|N(0, 1)|` from a fixed
+seed) at sparsity 0.5 and 0.9, measures in one process, in ABBA rounds:
+
+- pass: one elementwise pass, `reduce_sum(abs(w))` in a `tf.function`
+  (graph mode, TF's CPU kernels): the unit;
+- host: one mask update with the fast exact method,
+  `selection.kth_largest(w, k, method="host")` then `w >= threshold`
+  materialized (returned), in a plain `tf.function`;
+- xla: the same with `method="xla"` inside `tf.function(jit_compile=True)`
+  (the XLA-safe path; informative, no target);
+- pass_xla: the elementwise pass under `jit_compile=True` (informative);
+- sort: the sort reference `method="sort"` + mask, for 1M only (slow).
+
+Each row is the median over rounds of the per-round ratio update / pass,
+with its min and max. Targets: host / pass <= 5 per tensor. Then the global
+case: 10 tensors (Dense and Conv kernels) totalling 50M entries, one
+threshold over all of them and one mask per tensor, against one elementwise
+pass over all of them; target host / pass <= 10.
+
+Every threshold is checked against `np.partition` (exact equality); the
+exit status is 1 if one differs.
+
+    python benchmarks/mask_update.py [--quick] [--rounds=10] [--json=PATH]
+
+`--quick` runs 1M only (and a 1M-entry global case).
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from model_pruning import selection  # noqa: E402
+
+_QUICK = flags.DEFINE_bool(
+    "quick", False, "Smoke run: 1M entries only (global case: 1M in all)."
+)
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 10, "Timed rounds per case (each arm once per round)."
+)
+_JSON = flags.DEFINE_string("json", None, "Also write the results here.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the magnitudes.")
+
+_SIZES = (1_000_000, 10_000_000, 37_000_000)
+_SPARSITIES = (0.5, 0.9)
+_SORT_MAX_SIZE = 1_000_000
+_TARGET = 5.0
+_GLOBAL_TARGET = 10.0
+_GLOBAL_SPARSITY = 0.9
+# 10 kernels, 50.07M entries in all.
+_GLOBAL_SHAPES = (
+    (4096, 4096),
+    (4096, 3072),
+    (3072, 2560),
+    (2048, 2560),
+    (2048, 2048),
+    (1024, 1536),
+    (3, 3, 256, 512),
+    (1024, 512),
+    (512, 256),
+    (256, 10),
+)
+
+
+def _magnitudes(rng: np.random.Generator, shape) -> np.ndarray:
+    return np.abs(rng.standard_normal(shape, dtype=np.float32))
+
+
+def _exact_kth_largest(arrays: list[np.ndarray], k: int) -> np.float32:
+    flat = np.concatenate([a.ravel() for a in arrays])
+    return flat[np.argpartition(flat, flat.size - k)[flat.size - k]]
+
+
+def _arms(tensors: list[tf.Tensor], k: tf.Tensor, with_sort: bool) -> dict:
+    """Returns `{arm: callable}`; each call runs once and blocks."""
+    single = len(tensors) == 1
+
+    def passes(*ws):
+        return tf.add_n([tf.reduce_sum(tf.abs(w)) for w in ws])
+
+    def update(method: str, xla: bool):
+        def run(*ws):
+            threshold = selection.kth_largest(
+                ws[0] if single else list(ws), k, method=method, xla=xla
+            )
+            return threshold, [w >= threshold for w in ws]
+
+        return tf.function(run, jit_compile=xla)
+
+    graph_pass = tf.function(passes)
+    xla_pass = tf.function(passes, jit_compile=True)
+    functions = {
+        "pass": lambda: graph_pass(*tensors).numpy(),
+        "host": _threshold_of(update("host", False), tensors),
+        "xla": _threshold_of(update("xla", True), tensors),
+        "pass_xla": lambda: xla_pass(*tensors).numpy(),
+    }
+    if with_sort:
+        functions["sort"] = _threshold_of(update("sort", False), tensors)
+    return functions
+
+
+def _threshold_of(function, tensors) -> Callable[[], np.ndarray]:
+    def call():
+        threshold, _ = function(*tensors)  # The masks are materialized.
+        return threshold.numpy()
+
+    return call
+
+
+def _measure(functions: dict, rounds: int) -> dict[str, list[float]]:
+    """Times every arm once per round, in ABBA order (after two warm-ups)."""
+    for function in functions.values():
+        function()
+        function()
+    arms = list(functions)
+    samples = {arm: [] for arm in arms}
+    for index in range(rounds):
+        for arm in arms if index % 2 == 0 else arms[::-1]:
+            start = time.perf_counter()
+            functions[arm]()
+            samples[arm].append(time.perf_counter() - start)
+    return samples
+
+
+def _row(name: str, ratios: list[float], target, details: dict) -> dict:
+    median = statistics.median(ratios)
+    return {
+        "name": name,
+        "group": "mask_update",
+        "median": round(median, 4),
+        "min": round(min(ratios), 4),
+        "max": round(max(ratios), 4),
+        "n": len(ratios),
+        "target": target,
+        "met": None if target is None else bool(median <= target),
+        "details": details,
+    }
+
+
+def _case(
+    label: str,
+    arrays: list[np.ndarray],
+    sparsity: float,
+    rounds: int,
+    with_sort: bool,
+    target: float,
+) -> tuple[list[dict], bool]:
+    """Measures one case; returns its rows and whether every method is exact."""
+    total = sum(a.size for a in arrays)
+    k_value = round(total * (1 - sparsity))
+    tensors = [tf.constant(a) for a in arrays]
+    k = tf.constant(k_value, tf.int32)
+    functions = _arms(tensors, k, with_sort)
+    expected = _exact_kth_largest(arrays, k_value)
+    exact = {
+        arm: bool(functions[arm]() == expected)
+        for arm in functions
+        if not arm.startswith("pass")
+    }
+    samples = _measure(functions, rounds)
+    medians_ms = {
+        arm: round(statistics.median(times) * 1e3, 3)
+        for arm, times in samples.items()
+    }
+    details = {
+        "entries": total,
+        "tensors": len(arrays),
+        "sparsity": sparsity,
+        "k": k_value,
+        "median_ms": medians_ms,
+        "exact": exact,
+    }
+    rows = []
+    for arm, denominator, row_target in (
+        ("host", "pass", target),
+        ("xla", "pass", None),
+        ("xla", "pass_xla", None),
+        ("sort", "pass", None),
+    ):
+        if arm not in samples:
+            continue
+        ratios = [
+            a / b
+            for a, b in zip(samples[arm], samples[denominator], strict=True)
+        ]
+        method = {"host": "host", "xla": "xla (jit)", "sort": "sort"}[arm]
+        name = f"{label} s={sparsity}: {method} / {denominator}"
+        rows.append(_row(name, ratios, row_target, details))
+    return rows, all(exact.values())
+
+
+def _format(rows: list[dict]) -> str:
+    header = ("row", "median", "[min, max]", "ms (update, pass)", "target")
+    lines = []
+    for row in rows:
+        ms = row["details"]["median_ms"]
+        arm = row["name"].split(": ")[1].split(" /")[0].split(" ")[0]
+        denominator = row["name"].rsplit("/ ", 1)[1]
+        lines.append(
+            (
+                row["name"],
+                f"{row['median']:.2f}x",
+                f"[{row['min']:.2f}, {row['max']:.2f}]",
+                f"{ms[arm]:.1f}, {ms[denominator]:.1f}",
+                "-"
+                if row["target"] is None
+                else f"<= {row['target']:g} {'yes' if row['met'] else 'NO'}",
+            )
+        )
+    widths = [max(len(c[i]) for c in (header, *lines)) for i in range(5)]
+    out = []
+    for index, cells in enumerate((header, *lines)):
+        out.append(
+            "  ".join(
+                [cells[0].ljust(widths[0])]
+                + [
+                    c.rjust(w)
+                    for c, w in zip(cells[1:], widths[1:], strict=True)
+                ]
+            )
+        )
+        if index == 0:
+            out.append("-" * (sum(widths) + 8))
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    start = time.perf_counter()
+    rng = np.random.default_rng(_SEED.value)
+    rounds = _ROUNDS.value
+    sizes = _SIZES[:1] if _QUICK.value else _SIZES
+    rows, exact = [], True
+    for size in sizes:
+        array = _magnitudes(rng, (size,))
+        for sparsity in _SPARSITIES:
+            case_rows, case_exact = _case(
+                f"{size / 1e6:g}M",
+                [array],
+                sparsity,
+                rounds,
+                size <= _SORT_MAX_SIZE,
+                _TARGET,
+            )
+            rows += case_rows
+            exact &= case_exact
+            print(_format(case_rows), flush=True)
+        del array
+    shapes = list(_GLOBAL_SHAPES)
+    if _QUICK.value:  # The same proportions, 1/50 of the size.
+        shapes = [(max(1, int(np.prod(s)) // 50),) for s in shapes]
+    total = sum(int(np.prod(s)) for s in shapes)
+    label = f"global 10 tensors {total / 1e6:.1f}M"
+    arrays = [_magnitudes(rng, shape) for shape in shapes]
+    case_rows, case_exact = _case(
+        label, arrays, _GLOBAL_SPARSITY, rounds, False, _GLOBAL_TARGET
+    )
+    rows += case_rows
+    exact &= case_exact
+    print(_format(case_rows), flush=True)
+
+    seconds = time.perf_counter() - start
+    print(f"\nAll mask updates in one table ({seconds:.0f} s):")
+    print(_format(rows))
+    print(
+        "every threshold equals np.partition's:",
+        "yes" if exact else "NO",
+    )
+    if _JSON.value:
+        payload = {
+            "benchmark": "mask_update",
+            "command": " ".join(["python", *sys.argv]),
+            "quick": _QUICK.value,
+            "rounds": rounds,
+            "seconds": round(seconds, 1),
+            "exact": exact,
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "tensorflow": tf.__version__,
+                "numpy": np.__version__,
+            },
+            "rows": rows,
+        }
+        with open(_JSON.value, "w", encoding="utf-8") as file:
+            json.dump(payload, file, indent=2)
+    return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    app.run(main)
