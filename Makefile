@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: venv test lint demo fashion-mnist bazel-query clean
+.PHONY: venv test lint demo fashion-mnist bazel-query bazel-test bench bench-quick clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,18 @@ demo: $(STAMP) fashion-mnist
 
 bazel-query:
 	bazel query //...
+
+# Every target, offline: the test files again (one py_test each), examples
+# and benchmarks as binaries. Bazel 4 runs the first python3 on PATH.
+bazel-test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bazel test //...
+
+# Issue 4's ratios against dense training (see README, "Speed and memory").
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -32,7 +32,7 @@ def apply_mask(weight: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     becomes `+0.0` rather than `-0.0`, so masked entries are plain zeros in
     every saved or encoded form.
     """
-    return tf.where(tf.not_equal(mask, 0), weight, tf.zeros_like(weight))
+    return tf.where(tf.not_equal(mask, 0), weight, tf.zeros([], weight.dtype))
 
 
 def num_kept(size: int, sparsity: tf.Tensor) -> tf.Tensor:

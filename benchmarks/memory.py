@@ -1,0 +1,187 @@
+"""Peak memory of a pruning fit against a dense fit (issue 4, row 2).
+
+One model with a single 37M-element weight (`Dense(6100)` on 6100 inputs:
+a 6100 x 6100 kernel, 37.2M weights) is trained with Adam for a few steps,
+dense in one fresh process and pruned in another: `PolynomialDecay(0.0,
+0.9, begin_step=0, end_step=steps - 2, frequency=2)` with
+`UpdatePruningStep`: 4 steps, the masks update at step 2 and end at 90%
+sparsity (a second update, at step 4 of 6, raised the peak by under 1%:
+2245 -> 2255 MiB on 2 cores). Each process reports its peak resident set
+size (`VmHWM` in `/proc/self/status`) after the fit, which includes the
+TensorFlow runtime, the weights, Adam's slots, the gradients and, for the
+pruned side, the masks and the mask update's temporaries.
+Sides run in ABBA order (dense, pruned, pruned, dense, ...), one process
+each; the row is the median of the per-pair ratios pruned / dense.
+
+    python benchmarks/memory.py [--quick] [--json=PATH] [--pairs=2]
+        [--units=6100] [--steps=4] [--batch_size=32]
+
+`--quick` runs one pair instead of two.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import common
+from absl import app
+from absl import flags
+
+_QUICK = flags.DEFINE_bool("quick", False, "Smoke run: 1 pair.")
+_JSON = flags.DEFINE_string("json", None, "Write the rows to this file.")
+_PAIRS = flags.DEFINE_integer(
+    "pairs", None, "Pairs of processes. Default 2, 1 in --quick."
+)
+_UNITS = flags.DEFINE_integer(
+    "units", 6100, "Input and output width: the kernel is units x units."
+)
+_STEPS = flags.DEFINE_integer("steps", 4, "Training steps.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
+_SIDE = flags.DEFINE_enum(
+    "side", None, ["dense", "pruned"], "Run one side here (internal)."
+)
+
+_GROUP = "memory"
+_TARGET = 1.25
+
+
+def _status_mib(field: str) -> float:
+    """Returns a `/proc/self/status` field (`VmHWM`, `VmRSS`) in MiB."""
+    with open("/proc/self/status", encoding="utf-8") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _train(side: str, units: int, steps: int, batch: int) -> dict:
+    """Trains one side in this process; returns its measurements."""
+    common.quiet_tensorflow()
+    import keras
+    import numpy as np
+
+    import model_pruning as mp
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((units,)), keras.layers.Dense(units)])
+    callbacks = []
+    if side == "pruned":
+        schedule = mp.PolynomialDecay(
+            initial_sparsity=0.0,
+            final_sparsity=common.FINAL_SPARSITY,
+            begin_step=0,
+            end_step=max(2, steps - 2),
+            frequency=2,
+        )
+        model = mp.prune_low_magnitude(model, pruning_schedule=schedule)
+        callbacks = [mp.UpdatePruningStep()]
+    model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * steps, units)).astype("float32")
+    y = rng.normal(size=(batch * steps, units)).astype("float32")
+    rss_before_fit = _status_mib("VmRSS")
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
+    result = {
+        "side": side,
+        "largest_weight_elements": units * units,
+        "fit_seconds": round(time.perf_counter() - start, 1),
+        "rss_before_fit_mib": round(rss_before_fit, 1),
+        "peak_rss_mib": round(_status_mib("VmHWM"), 1),
+    }
+    if side == "pruned":
+        result["sparsity"] = [
+            round(float(s), 4) for s in mp.get_weight_sparsity(model)
+        ]
+    return result
+
+
+def _run_side(side: str, units: int, steps: int, batch: int) -> dict:
+    """Runs one side in a fresh process; returns its measurements."""
+    argv = [
+        sys.executable,
+        os.path.abspath(__file__),
+        f"--side={side}",
+        f"--units={units}",
+        f"--steps={steps}",
+        f"--batch_size={batch}",
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    output = subprocess.run(
+        argv, check=True, capture_output=True, text=True, env=env
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def run(pairs: int, units: int, steps: int, batch: int) -> list[dict]:
+    """Runs `pairs` ABBA pairs of processes; returns the row."""
+    sides = {"dense": [], "pruned": []}
+
+    def measure(side: str, round_index: int) -> float:
+        del round_index
+        result = _run_side(side, units, steps, batch)
+        sides[side].append(result)
+        print(json.dumps(result), flush=True)
+        return result["peak_rss_mib"]
+
+    samples = common.run_rounds(("dense", "pruned"), pairs, measure)
+    ratios = common.ratios(samples, "pruned", "dense")
+    details = {
+        "model": f"Dense({units}) on {units} inputs, Adam, batch {batch}",
+        "largest_weight_elements": units * units,
+        "steps": steps,
+        "peak_rss_mib_median": {
+            side: round(statistics.median(values), 1)
+            for side, values in samples.items()
+        },
+        "rss_before_fit_mib_median": {
+            side: round(
+                statistics.median(r["rss_before_fit_mib"] for r in results), 1
+            )
+            for side, results in sides.items()
+        },
+        "final_sparsity": sides["pruned"][-1]["sparsity"],
+        "ratios": [round(r, 4) for r in ratios],
+    }
+    return [
+        common.make_row(
+            f"memory {units}x{units} Adam: pruned/dense peak RSS",
+            _GROUP,
+            ratios,
+            _TARGET,
+            details,
+        )
+    ]
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    steps = _STEPS.value
+    units = _UNITS.value
+    if _SIDE.value:
+        result = _train(_SIDE.value, units, steps, _BATCH.value)
+        print(json.dumps(result))
+        return
+    start = time.perf_counter()
+    pairs = _PAIRS.value or (1 if _QUICK.value else 2)
+    rows = run(pairs, units, steps, _BATCH.value)
+    print()
+    print(common.format_table(rows))
+    seconds = time.perf_counter() - start
+    print(f"Wall time: {seconds:.0f} s")
+    if _JSON.value:
+        common.write_json(
+            _JSON.value,
+            {
+                "rows": rows,
+                "machine": common.machine_info(),
+                "wall_seconds": round(seconds, 1),
+            },
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,1 @@
+"""contrib's `python/` package: `pruning`, `registry`, `layers`, strip tool."""

@@ -1,0 +1,1 @@
+"""contrib's `python/layers/`: `core_layers`, `layers`, `rnn_cells`."""

@@ -1,0 +1,899 @@
+"""contrib's `python/pruning.py`: `apply_mask`, the getters and `Pruning`.
+
+Code written for `tf.contrib.model_pruning.python.pruning` runs with its
+import changed:
+
+```python
+from model_pruning.contrib.python import pruning
+
+masked = pruning.apply_mask(weights, scope)
+hparams = pruning.get_pruning_hparams().parse(FLAGS.pruning_hparams)
+p = pruning.Pruning(hparams, global_step=global_step)
+mask_update_op = p.conditional_mask_update_op()
+```
+
+The weights `apply_mask` and the masked layers register are recorded in
+`tf.compat.v1` graph collections while a v1 graph is being built, and in a
+`registry.PruningRegistry` in TF2 (eager and `tf.function`); see
+`model_pruning.contrib.python.registry`.
+
+The math is the library's: `model_pruning.schedule.target_sparsity` (the
+continuous eq. (1)), `model_pruning.schedule.should_update_masks` and
+`model_pruning.pruning._update_weight` (magnitude threshold, blocks, masks
+that only shrink). Where it differs from contrib: masks never regrow (contrib
+recomputed them from the raw weights), and one extra update happens at the
+first step at or after `end_pruning_step` when the regular updates stepped
+over it.
+"""
+
+import dataclasses
+import functools
+import json
+import logging
+import numbers
+import re
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from model_pruning import mask as mask_lib
+from model_pruning import pruning as pruning_lib
+from model_pruning import schedule
+from model_pruning.contrib.python import registry
+from model_pruning.contrib.python.registry import MASK_COLLECTION
+from model_pruning.contrib.python.registry import MASKED_WEIGHT_COLLECTION
+from model_pruning.contrib.python.registry import MASKED_WEIGHT_NAME
+from model_pruning.contrib.python.registry import THRESHOLD_COLLECTION
+from model_pruning.contrib.python.registry import WEIGHT_COLLECTION
+from model_pruning.hparams import PruningHParams
+from model_pruning.hparams import get_pruning_hparams as _library_hparams
+from model_pruning.wrapper import PrunedWeight
+
+_MASK_COLLECTION = MASK_COLLECTION
+_THRESHOLD_COLLECTION = THRESHOLD_COLLECTION
+_MASKED_WEIGHT_COLLECTION = MASKED_WEIGHT_COLLECTION
+_WEIGHT_COLLECTION = WEIGHT_COLLECTION
+_MASKED_WEIGHT_NAME = MASKED_WEIGHT_NAME
+
+
+class HParams:
+    """contrib's mutable hparams object, over the library's `PruningHParams`.
+
+    `tf.contrib.training.HParams` was mutable: `parse()` changed it in place
+    (and returned it), and fields could be assigned
+    (`p._spec.threshold_decay = 0.0`). This wrapper keeps those semantics;
+    every change is validated by `PruningHParams` (contrib's checks, raised
+    at once) and the current values are the frozen `hparams`.
+
+    Args:
+        hparams: The initial `PruningHParams`. Defaults to `None`: contrib's
+            defaults.
+
+    Raises:
+        TypeError: If `hparams` is not a `PruningHParams`.
+
+    Example:
+
+    >>> spec = get_pruning_hparams()
+    >>> _ = spec.parse("target_sparsity=0.9")
+    >>> spec.target_sparsity
+    0.9
+    """
+
+    def __init__(self, hparams: PruningHParams | None = None):
+        if hparams is None:
+            hparams = _library_hparams()
+        if not isinstance(hparams, PruningHParams):
+            raise TypeError(
+                "`hparams` must be a PruningHParams. "
+                f"Received: hparams={hparams!r}"
+            )
+        object.__setattr__(self, "_hparams", hparams)
+
+    @property
+    def hparams(self) -> PruningHParams:
+        """The current values, as a frozen `PruningHParams`."""
+        return self._hparams
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_hparams":
+            raise AttributeError(name)
+        return getattr(self._hparams, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.set_hparam(name, value)
+
+    def set_hparam(self, name: str, value: Any) -> None:
+        """Sets one field, validated.
+
+        Raises:
+            ValueError: If `name` is unknown or the result is invalid.
+        """
+        object.__setattr__(
+            self, "_hparams", self._hparams.override(**{name: value})
+        )
+
+    def parse(self, values: str) -> "HParams":
+        """Sets the fields in `values` (`"name=value,list=[a,b]"`) in place.
+
+        Returns:
+            This object, as contrib's `HParams.parse`.
+
+        Raises:
+            ValueError: If a name is unknown, a value is malformed or the
+                result fails validation; then nothing is changed.
+        """
+        object.__setattr__(self, "_hparams", self._hparams.parse(values))
+        return self
+
+    def override_from_dict(self, values_dict: dict[str, Any]) -> "HParams":
+        """Sets the fields in `values_dict` in place; returns this object."""
+        if not isinstance(values_dict, dict):
+            raise TypeError(
+                "`values_dict` must be a dict. "
+                f"Received: values_dict={values_dict!r}"
+            )
+        object.__setattr__(
+            self, "_hparams", self._hparams.override(**values_dict)
+        )
+        return self
+
+    def values(self) -> dict[str, Any]:
+        """Returns the fields as a dict."""
+        return self._hparams.values()
+
+    def to_json(self, indent: int | None = None, **_: Any) -> str:
+        """Returns the fields as JSON, keys sorted."""
+        if indent is None:
+            return self._hparams.to_json()
+        return json.dumps(self.values(), indent=indent, sort_keys=True)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, HParams):
+            return self._hparams == other._hparams
+        return self._hparams == other
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"HParams({self._hparams.to_json()})"
+
+
+def get_pruning_hparams() -> HParams:
+    """Returns contrib's default pruning hyperparameters, mutable.
+
+    The fields, defaults and validation are `model_pruning.PruningHParams`'
+    (contrib's names and defaults); see its docstring for each one.
+
+    Returns:
+        An `HParams` holding `model_pruning.get_pruning_hparams()`.
+
+    Example:
+
+    >>> hparams = get_pruning_hparams().parse(
+    ...     "name=cifar10_pruning,target_sparsity=0.9")
+    >>> hparams.name
+    'cifar10_pruning'
+    """
+    return HParams(_library_hparams())
+
+
+def _scope_name(scope: Any) -> str:
+    if isinstance(scope, str):
+        return scope
+    if isinstance(scope, tf.compat.v1.VariableScope):
+        return scope.name
+    raise TypeError(
+        "`scope` must be a string or a tf.compat.v1.VariableScope. "
+        f"Received: scope={scope!r}"
+    )
+
+
+def _is_weight(x: Any) -> bool:
+    return (
+        isinstance(x, (tf.Variable, keras.Variable, tf.Tensor))
+        or type(x).__name__ == "PartitionedVariable"
+    )
+
+
+def apply_mask(x: Any, scope: Any = "") -> tf.Tensor:
+    """Masks a weight: creates its mask and threshold and registers them.
+
+    ```
+    mask      = ones(x.shape)      (variable `<scope>/mask`, not trainable)
+    threshold = 0                  (variable `<scope>/threshold`)
+    returns     mask * x           (pruned entries are +0.0)
+    ```
+
+    The weight, mask, threshold and masked weight are registered as one
+    entry (contrib's `'kernel'`, `'masks'`, `'thresholds'` and
+    `'masked_weights'` collections in graph mode, the default
+    `PruningRegistry` in TF2 mode). A weight registered before is not
+    registered again, and its mask is reused: an RNN cell can call this once
+    per time step.
+
+    In graph mode the variables are made with `tf.compat.v1.get_variable`
+    inside `variable_scope(scope)`, as contrib. In TF2 mode they are
+    `tf.Variable`s created once per weight (outside any `tf.function`), so
+    call `apply_mask` in a layer's `call` and it returns the current
+    `mask * x` at every call. Save them with
+    `tf.train.Checkpoint(masks=get_masks(), thresholds=get_thresholds())`
+    or use the masked layers, whose masks are Keras weights.
+
+    Args:
+        x: The weight: a variable (`tf.Variable`, Keras variable,
+            `PartitionedVariable`) or a tensor with a fully defined shape.
+            In TF2 mode a tensor must be eager (a symbolic tensor of a
+            `tf.function` cannot be updated from outside it).
+        scope: A variable scope or its name, where the mask and threshold
+            are created. Defaults to `""`.
+
+    Returns:
+        The masked weight, a tensor of `x`'s shape and dtype.
+
+    Raises:
+        TypeError: If `x` is not a variable or tensor, or `scope` is not a
+            string or `VariableScope`, or `x` is symbolic in TF2 mode.
+        ValueError: If `x`'s shape is not fully defined.
+
+    Example:
+
+    ```python
+    with tf.compat.v1.variable_scope("conv1") as scope:
+        kernel = tf.compat.v1.get_variable("weights", [5, 5, 3, 64])
+        conv = tf.nn.conv2d(images, apply_mask(kernel, scope), 1, "SAME")
+    ```
+    """
+    scope_name = _scope_name(scope)
+    if not _is_weight(x):
+        raise TypeError(
+            "`x` must be a variable or a tensor. "
+            f"Received: x={type(x).__name__} {x!r}"
+        )
+    shape = tf.TensorShape(x.shape)
+    if not shape.is_fully_defined():
+        raise ValueError(
+            "`x` must have a fully defined shape to create its mask. "
+            f"Received: x.shape={shape}"
+        )
+    if registry.in_graph_mode():
+        return _apply_mask_in_graph(x, scope)
+    return _apply_mask_tf2(x, scope_name, shape)
+
+
+def _apply_mask_in_graph(x: Any, scope: Any) -> tf.Tensor:
+    weight = registry.tf_variable(x)
+    for entry in registry.graph_entries():
+        if entry.weight is weight:
+            return registry.masked_weight(entry.mask, weight)
+    dtype = tf.as_dtype(x.dtype).base_dtype
+    with tf.compat.v1.variable_scope(scope):
+        mask = tf.compat.v1.get_variable(
+            "mask",
+            x.shape,
+            initializer=tf.compat.v1.ones_initializer(),
+            trainable=False,
+            dtype=dtype,
+        )
+        threshold = tf.compat.v1.get_variable(
+            "threshold",
+            [],
+            initializer=tf.compat.v1.zeros_initializer(),
+            trainable=False,
+            dtype=dtype,
+        )
+    masked = registry.masked_weight(mask, weight)
+    registry.register_in_graph(
+        registry.RegisteredWeight(
+            registry.weight_name(weight), weight, mask, threshold, masked
+        )
+    )
+    return masked
+
+
+def _apply_mask_tf2(x: Any, scope_name: str, shape: tf.TensorShape) -> Any:
+    default = registry.get_default_registry()
+    entry = default.lookup(x)
+    if entry is None:
+        is_variable = isinstance(x, (tf.Variable, keras.Variable))
+        if not is_variable and tf.is_symbolic_tensor(x):
+            raise TypeError(
+                "In TF2 mode `apply_mask` needs a variable or an eager "
+                "tensor: a symbolic tensor of a tf.function cannot be "
+                "pruned from outside it. Pass the variable itself. "
+                f"Received: x={x!r}"
+            )
+        prefix = f"{scope_name}/" if scope_name else ""
+        dtype = tf.as_dtype(x.dtype).base_dtype
+        with tf.init_scope():
+            mask = tf.Variable(
+                tf.ones(shape, dtype), trainable=False, name=f"{prefix}mask"
+            )
+            threshold = tf.Variable(
+                tf.zeros([], dtype), trainable=False, name=f"{prefix}threshold"
+            )
+        name = registry.weight_name(x) if is_variable else f"{prefix}weights"
+        entry = default.register(
+            registry.RegisteredWeight(name, x, mask, threshold, None)
+        )
+    return registry.masked_weight(entry.mask, x)
+
+
+def get_masked_weights() -> list:
+    """Returns the masked weights (`mask * weight`), in registration order.
+
+    Graph mode: the tensors in the `'masked_weights'` collection. TF2 mode:
+    each product computed now.
+    """
+    if registry.in_graph_mode():
+        return tf.compat.v1.get_collection(MASKED_WEIGHT_COLLECTION)
+    return [
+        registry.masked_weight(e.mask, e.weight)
+        for e in registry.current_entries()
+    ]
+
+
+def get_masks() -> list:
+    """Returns the mask variables, in registration order."""
+    if registry.in_graph_mode():
+        return tf.compat.v1.get_collection(MASK_COLLECTION)
+    return [e.mask for e in registry.current_entries()]
+
+
+def get_thresholds() -> list:
+    """Returns the threshold variables, in registration order."""
+    if registry.in_graph_mode():
+        return tf.compat.v1.get_collection(THRESHOLD_COLLECTION)
+    return [e.threshold for e in registry.current_entries()]
+
+
+def get_weights() -> list:
+    """Returns the raw (unmasked) weights, in registration order."""
+    if registry.in_graph_mode():
+        return tf.compat.v1.get_collection(WEIGHT_COLLECTION)
+    return [e.weight for e in registry.current_entries()]
+
+
+def get_weight_sparsity() -> list:
+    """Returns the fraction of zeros in each mask, as float32 tensors.
+
+    ```
+    sparsity_i = zero_fraction(mask_i)
+    ```
+    """
+    return [tf.math.zero_fraction(mask) for mask in get_masks()]
+
+
+def _as_state(variable: Any) -> Any:
+    return registry.VariableView(variable)
+
+
+def _check_step(global_step: Any) -> None:
+    ok = global_step is None or isinstance(
+        global_step, (tf.Variable, keras.Variable, tf.Tensor, numbers.Integral)
+    )
+    if isinstance(global_step, bool) or not (ok or callable(global_step)):
+        raise TypeError(
+            "`global_step` must be an integer variable, tensor, int or a "
+            f"callable returning one. Received: global_step={global_step!r}"
+        )
+    if isinstance(global_step, numbers.Integral) and global_step < 0:
+        raise ValueError(
+            f"`global_step` must be >= 0. Received: global_step={global_step}"
+        )
+
+
+def _check_sparsity(sparsity: Any) -> None:
+    if sparsity is None:
+        return
+    if isinstance(sparsity, bool):
+        raise TypeError(
+            f"`sparsity` must be a number in [0, 1), a scalar variable or "
+            f"tensor. Received: sparsity={sparsity!r}"
+        )
+    if isinstance(sparsity, numbers.Real):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(
+                f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}"
+            )
+        return
+    if not (
+        isinstance(sparsity, (tf.Variable, keras.Variable, tf.Tensor))
+        or callable(sparsity)
+    ):
+        raise TypeError(
+            f"`sparsity` must be a number in [0, 1), a scalar variable or "
+            f"tensor. Received: sparsity={sparsity!r}"
+        )
+
+
+def _as_spec(spec: Any) -> HParams:
+    if spec is None:
+        return get_pruning_hparams()
+    if isinstance(spec, HParams):
+        return spec
+    if isinstance(spec, PruningHParams):
+        return HParams(spec)
+    raise TypeError(
+        "`spec` must be the result of get_pruning_hparams() (an HParams) or "
+        f"a PruningHParams. Received: spec={spec!r}"
+    )
+
+
+CONTRIB_HPARAMS = (
+    "name",
+    "begin_pruning_step",
+    "end_pruning_step",
+    "weight_sparsity_map",
+    "block_dims_map",
+    "threshold_decay",
+    "pruning_frequency",
+    "nbins",
+    "block_height",
+    "block_width",
+    "block_pooling_function",
+    "initial_sparsity",
+    "target_sparsity",
+    "sparsity_function_begin_step",
+    "sparsity_function_end_step",
+    "sparsity_function_exponent",
+    "use_tpu",
+)
+"""The fields of contrib's `get_pruning_hparams()` (FINAL)."""
+
+
+def _check_contrib_fields(hparams: PruningHParams) -> None:
+    defaults = PruningHParams()
+    for field in dataclasses.fields(hparams):
+        if field.name in CONTRIB_HPARAMS:
+            continue
+        value = getattr(hparams, field.name)
+        if value != getattr(defaults, field.name):
+            raise ValueError(
+                f"The contrib `Pruning` supports contrib's hparams only; "
+                f"use model_pruning.Pruning for `{field.name}`. "
+                f"Received: {field.name}={value!r}"
+            )
+
+
+def _evaluate(value: Any) -> Any:
+    if isinstance(value, (tf.Variable, keras.Variable, tf.Tensor)):
+        return value
+    return value() if callable(value) else value
+
+
+class Pruning:
+    """contrib's mask updater over the registered weights.
+
+    The target sparsity at global step `t` (unless `sparsity` is given):
+
+    ```
+    p = clip((t - sparsity_function_begin_step)
+             / (sparsity_function_end_step - sparsity_function_begin_step),
+             0, 1)
+    s = target_sparsity + (initial_sparsity - target_sparsity)
+                          * (1 - p) ** sparsity_function_exponent
+    ```
+
+    scaled per weight by `weight_sparsity_map` (`s * map / target_sparsity`).
+    Masks keep the largest magnitudes (`model_pruning.pruning`), by blocks
+    where `block_dims_map` / `block_height` x `block_width` say so.
+    `conditional_mask_update_op()` updates them when `begin_pruning_step <=
+    t`, `last_mask_update_step + pruning_frequency <= t` and `t <=
+    end_pruning_step` (or one catch-up update at the first `t >= end` when
+    the regular ones stepped over it); every update sets
+    `last_mask_update_step = t`.
+
+    The weights are those registered in the mode current at construction:
+    the default graph's collections (graph mode) or the default
+    `PruningRegistry` (TF2 mode), read when an update op is first built or
+    called. Graph mode: the methods return ops to `session.run` after the
+    train op. TF2 mode: they run at once (eagerly, or inside the caller's
+    `tf.function`) and return a boolean tensor, whether masks changed.
+
+    Args:
+        spec: The hparams, from `get_pruning_hparams()` (an `HParams`, kept
+            and read lazily so later assignments count) or a
+            `PruningHParams`. Defaults to `None`: the defaults.
+        global_step: An integer variable, tensor or callable returning one.
+            Defaults to `None`: `tf.compat.v1.train.get_global_step()`
+            (graph mode); in TF2 mode pass e.g. `optimizer.iterations`.
+        sparsity: A scalar in `[0, 1)` (number, variable, tensor or callable)
+            that replaces the schedule, read at each update. Defaults to
+            `None`.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If `sparsity` is out of range, no global step is found,
+            or `spec` sets a library hparam that contrib did not have (use
+            `model_pruning.Pruning` for those).
+
+    Example:
+
+    ```python
+    hparams = get_pruning_hparams().parse("target_sparsity=0.9")
+    p = Pruning(hparams, global_step=global_step)
+    mask_update_op = p.conditional_mask_update_op()
+    p.add_pruning_summaries()
+    ...
+    sess.run(train_op)
+    sess.run(mask_update_op)
+    ```
+    """
+
+    def __init__(
+        self,
+        spec: Any = None,
+        global_step: Any = None,
+        sparsity: Any = None,
+    ):
+        spec = _as_spec(spec)
+        _check_step(global_step)
+        _check_sparsity(sparsity)
+        graph_mode = registry.in_graph_mode()
+        if global_step is None:
+            global_step = tf.compat.v1.train.get_global_step()
+        if global_step is None:
+            raise ValueError(
+                "Pruning needs a global step: create one first "
+                "(tf.compat.v1.train.get_or_create_global_step() in graph "
+                "mode) or pass `global_step=` (e.g. optimizer.iterations). "
+                "Received: global_step=None"
+            )
+        self._spec = spec
+        self._graph_mode = graph_mode
+        self._graph = tf.compat.v1.get_default_graph() if graph_mode else None
+        self._registry = None if graph_mode else registry.get_default_registry()
+        self._step_source = global_step
+        self._sparsity_source = sparsity
+        self._validate_spec()
+        if graph_mode:
+            self._graph_global_step = self._setup_global_step()
+            if sparsity is None:
+                self._graph_sparsity = self._setup_sparsity()
+            elif isinstance(sparsity, (tf.Variable, tf.Tensor)):
+                self._graph_sparsity = sparsity
+            else:
+                self._graph_sparsity = tf.cast(_evaluate(sparsity), tf.float32)
+        self._last_update_step = self._setup_last_update_step()
+        self._block_dims = [spec.block_height, spec.block_width]
+        self._block_pooling_function = spec.block_pooling_function
+        self._block_dims_map = self._get_block_dims_map()
+        self._weight_sparsity_map = self._get_weight_sparsity_map()
+        # One traced function per object (a partial: TF counts retraces per
+        # function code object, see model_pruning.pruning).
+        self._entries_to_trace: list[registry.RegisteredWeight] = []
+        self._update_fn = tf.function(
+            functools.partial(self._update), autograph=False
+        )
+
+    @property
+    def spec(self) -> HParams:
+        """The hparams (contrib's `_spec`)."""
+        return self._spec
+
+    @property
+    def _global_step(self) -> tf.Tensor:
+        """The global step as an int32 tensor (contrib's attribute)."""
+        if self._graph_mode:
+            return self._graph_global_step
+        return tf.cast(self._read_step(), tf.int32)
+
+    @property
+    def _sparsity(self) -> Any:
+        """The target sparsity before per-weight scaling (contrib's
+        attribute): the external `sparsity`, else the schedule's tensor."""
+        if self._graph_mode:
+            return self._graph_sparsity
+        return self._current_sparsity(self._spec.hparams, self._read_step())
+
+    def _validate_spec(self) -> None:
+        """Checks that the spec holds only contrib's hparams.
+
+        `PruningHParams` validated each value when it was set. Fields the
+        library has beyond contrib's (other pruning schemes) must keep
+        their defaults: this object updates every weight on contrib's rule.
+
+        Raises:
+            ValueError: If a non-contrib field differs from its default.
+        """
+        _check_contrib_fields(self._spec.hparams)
+
+    def _setup_global_step(self, global_step: Any = None) -> tf.Tensor:
+        step = self._step_source if global_step is None else global_step
+        return tf.cast(_evaluate(step), tf.int32)
+
+    def _setup_sparsity(self) -> tf.Tensor:
+        with tf.name_scope(self._spec.name):
+            return tf.identity(
+                schedule.target_sparsity(
+                    self._spec.hparams, self._graph_global_step
+                ),
+                name="sparsity",
+            )
+
+    def _setup_last_update_step(self) -> Any:
+        if not self._graph_mode:
+            return self._registry.last_update_step(self._spec.name)
+        with tf.compat.v1.variable_scope(self._spec.name) as scope:
+            try:
+                return tf.compat.v1.get_variable(
+                    "last_mask_update_step",
+                    [],
+                    initializer=tf.compat.v1.zeros_initializer(),
+                    trainable=False,
+                    dtype=tf.int32,
+                )
+            except ValueError:
+                scope.reuse_variables()
+                return tf.compat.v1.get_variable(
+                    "last_mask_update_step", dtype=tf.int32
+                )
+
+    def _get_block_dims_map(self) -> dict[re.Pattern, list[int]]:
+        """Returns `{regex: [height, width]}` from `block_dims_map`."""
+        result = {}
+        for entry in self._spec.block_dims_map:
+            pattern, _, value = entry.rpartition(":")
+            height, width = value.lower().split("x")
+            result[re.compile(pattern)] = [int(height), int(width)]
+        return result
+
+    def _get_weight_sparsity_map(self) -> dict[re.Pattern, float]:
+        """Returns `{regex: sparsity}` from `weight_sparsity_map`."""
+        result = {}
+        for entry in self._spec.weight_sparsity_map:
+            pattern, _, value = entry.rpartition(":")
+            result[re.compile(pattern)] = float(value)
+        return result
+
+    def _get_block_dims(self, weight_name: str) -> list[int]:
+        """Returns the block dims of a weight (`block_dims_map`, else
+        `[block_height, block_width]`).
+
+        Raises:
+            ValueError: If several `block_dims_map` entries match.
+        """
+        return list(self._spec.hparams.block_dims(weight_name))
+
+    def _get_sparsity(self, weight_name: str) -> tf.Tensor:
+        """Returns a weight's target sparsity: `_sparsity`, scaled by
+        `weight_sparsity_map / target_sparsity` when an entry matches.
+
+        Raises:
+            ValueError: If several `weight_sparsity_map` entries match.
+        """
+        return self._sparsity_for(
+            self._spec.hparams, weight_name, self._sparsity
+        )
+
+    @staticmethod
+    def _sparsity_for(
+        hparams: PruningHParams, weight_name: str, sparsity: Any
+    ) -> tf.Tensor:
+        mapped = hparams.weight_target_sparsity(weight_name)
+        sparsity = tf.cast(sparsity, tf.float32)
+        if mapped is None:
+            return sparsity
+        return sparsity * (mapped / hparams.target_sparsity)
+
+    def _update_mask(self, weights: Any, threshold: Any) -> tuple:
+        """Returns `(new_threshold, new_mask)` of a weight, element-wise.
+
+        ```
+        k         = round_half_even(size * (1 - sparsity))
+        threshold = (1 - threshold_decay) * kth_largest(|w|, k)
+                    + threshold_decay * threshold
+        mask      = |w| >= threshold
+        ```
+
+        Nothing is assigned.
+        """
+        weights = tf.convert_to_tensor(weights)
+        sparsity = self._get_sparsity(registry.weight_name(weights))
+        update = mask_lib.magnitude_mask(
+            tf.abs(weights), sparsity, threshold, self._spec.threshold_decay
+        )
+        return update.threshold, update.mask
+
+    def _maybe_update_block_mask(self, weights: Any, threshold: Any) -> tuple:
+        """Returns `(new_threshold, new_mask)`, by blocks where the weight
+        squeezes to rank 2 and its block dims are not `1x1`.
+
+        `|w|` is pooled (AVG or MAX) over blocks, the element-wise rule runs
+        on the pooled matrix, and the block mask is expanded back to the
+        weight's shape. Nothing is assigned.
+        """
+        weights = tf.convert_to_tensor(weights)
+        name = registry.weight_name(weights)
+        update = mask_lib.block_magnitude_mask(
+            tf.abs(weights),
+            self._get_sparsity(name),
+            threshold,
+            self._spec.threshold_decay,
+            tuple(self._get_block_dims(name)),
+            self._spec.block_pooling_function,
+        )
+        return update.threshold, update.mask
+
+    def _entries(self) -> list[registry.RegisteredWeight]:
+        if self._graph_mode:
+            return registry.graph_entries()
+        return list(self._registry.entries)
+
+    def _version(self) -> int:
+        if self._graph_mode:
+            return len(tf.compat.v1.get_collection(MASK_COLLECTION))
+        return self._registry.version
+
+    def _pruned_weights(
+        self,
+        hparams: PruningHParams,
+        entries: list[registry.RegisteredWeight],
+    ) -> list[PrunedWeight]:
+        result = []
+        for entry in entries:
+            mapped = hparams.weight_target_sparsity(entry.name)
+            scale = 1.0 if mapped is None else mapped / hparams.target_sparsity
+            result.append(
+                PrunedWeight(
+                    name=entry.name,
+                    weight=_as_state(entry.weight),
+                    mask=_as_state(entry.mask),
+                    threshold=entry.threshold,
+                    block_dims=hparams.block_dims(entry.name),
+                    sparsity_scale=scale,
+                )
+            )
+        return result
+
+    def _read_step(self) -> tf.Tensor:
+        return tf.cast(_evaluate(self._step_source), tf.int64)
+
+    def _current_sparsity(self, hparams: PruningHParams, step: Any) -> Any:
+        if self._sparsity_source is not None:
+            return tf.cast(_evaluate(self._sparsity_source), tf.float32)
+        return schedule.target_sparsity(hparams, step)
+
+    def _update(self, force: bool, version: int) -> tf.Tensor:
+        del version  # Only keys the trace: new registrations retrace.
+        hparams = self._spec.hparams
+        _check_contrib_fields(hparams)
+        entries = self._pruned_weights(hparams, self._entries_to_trace)
+        step = self._read_step()
+
+        def update() -> tf.Tensor:
+            sparsity = self._current_sparsity(hparams, step)
+            for entry in entries:
+                pruning_lib._update_weight(entry, hparams, sparsity)
+            self._last_update_step.assign(tf.cast(step, tf.int32))
+            return tf.constant(True)
+
+        if force:
+            return update()
+        due = schedule.should_update_masks(
+            hparams, step, self._last_update_step
+        )
+        return tf.cond(due, update, lambda: tf.constant(False))
+
+    def _check_context(self, method: str) -> None:
+        if self._graph_mode != registry.in_graph_mode() or (
+            self._graph_mode
+            and tf.compat.v1.get_default_graph() is not self._graph
+        ):
+            where = "its graph" if self._graph_mode else "TF2 (eager) mode"
+            raise ValueError(
+                f"This Pruning object was created in {where}; call "
+                f"`{method}()` there. Received: a call from "
+                f"{'graph' if registry.in_graph_mode() else 'TF2'} mode"
+            )
+
+    def _run_update(self, force: bool, name: str) -> Any:
+        self._check_context(name)
+        # Read outside the function: a FuncGraph has no collections.
+        self._entries_to_trace = self._entries()
+        if not self._graph_mode:
+            return self._update_fn(force, self._version())
+        with tf.name_scope(self._spec.name):
+            done = self._update_fn(force, self._version())
+            with tf.control_dependencies([done]):
+                return tf.no_op(name=name)
+
+    def mask_update_op(self) -> Any:
+        """Updates every mask and threshold now, whatever the step.
+
+        Also sets `last_mask_update_step` to the global step.
+
+        Returns:
+            Graph mode: an op (`mask_update`) to `session.run`. TF2 mode:
+            `True`, after the update ran.
+
+        Raises:
+            ValueError: If called in another graph or mode than the
+                constructor, or the collections are not aligned.
+        """
+        return self._run_update(True, "mask_update")
+
+    def conditional_mask_update_op(self) -> Any:
+        """Updates the masks when the schedule says they are due.
+
+        Due at step `t` when `begin_pruning_step <= t`,
+        `last_mask_update_step + pruning_frequency <= t` and `t <=
+        end_pruning_step` (no end when it is -1), plus one catch-up at the
+        first `t >= end_pruning_step` if the regular updates missed it.
+
+        Returns:
+            Graph mode: an op (`conditional_mask_update`) to `session.run`
+            after the train op. TF2 mode: a boolean tensor, whether the
+            masks were updated.
+
+        Raises:
+            ValueError: If called in another graph or mode than the
+                constructor, or the collections are not aligned.
+        """
+        return self._run_update(False, "conditional_mask_update")
+
+    def add_pruning_summaries(self) -> list | None:
+        """Adds contrib's scalar summaries.
+
+        Under `<name>_summaries/`: `sparsity` (the target before per-weight
+        scaling) and `last_mask_update_step`; per weight,
+        `<mask name>/sparsity` (the zero fraction of the mask) and
+        `<threshold name>/threshold`.
+
+        Returns:
+            Graph mode: the `tf.compat.v1.summary.scalar` tensors (also in
+            the `summaries` collection, for `merge_all`). TF2 mode: `None`;
+            the scalars go to the default `tf.summary` writer at the
+            current step.
+        """
+        self._check_context("add_pruning_summaries")
+        prefix = f"{self._spec.name}_summaries"
+        entries = self._entries()
+        if self._graph_mode:
+            scalar = tf.compat.v1.summary.scalar
+            with tf.name_scope(prefix):
+                out = [
+                    scalar("sparsity", self._sparsity),
+                    scalar("last_mask_update_step", self._last_update_step),
+                ]
+                for entry in entries:
+                    out.append(
+                        scalar(
+                            registry.weight_name(entry.mask) + "/sparsity",
+                            tf.math.zero_fraction(entry.mask),
+                        )
+                    )
+                    out.append(
+                        scalar(
+                            registry.weight_name(entry.threshold)
+                            + "/threshold",
+                            entry.threshold,
+                        )
+                    )
+            return out
+        step = self._read_step()
+        sparsity = self._current_sparsity(self._spec.hparams, step)
+        tf.summary.scalar(f"{prefix}/sparsity", sparsity, step=step)
+        tf.summary.scalar(
+            f"{prefix}/last_mask_update_step",
+            self._last_update_step,
+            step=step,
+        )
+        for entry in entries:
+            tf.summary.scalar(
+                f"{prefix}/{registry.weight_name(entry.mask)}/sparsity",
+                tf.math.zero_fraction(entry.mask),
+                step=step,
+            )
+            tf.summary.scalar(
+                f"{prefix}/{registry.weight_name(entry.threshold)}/threshold",
+                entry.threshold,
+                step=step,
+            )
+        return None
+
+    def print_hparams(self) -> None:
+        """Logs the hparams as JSON (`logging.info`)."""
+        logging.info(self._spec.to_json())
