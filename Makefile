@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,examples]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -34,7 +34,7 @@ fashion-mnist:
 	fi
 
 demo: $(STAMP) fashion-mnist
-	$(BIN)/python examples/fashion_mnist_demo.py
+	$(BIN)/python examples/fashion_mnist_demo.py --mode=quick
 
 bazel-query:
 	bazel query //...

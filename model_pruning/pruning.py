@@ -111,6 +111,7 @@ class Pruning:
             else 0
             for j, layer in enumerate(layers)
         ]
+        self._last_steps: list[int] | None = None
         self._spec = spec
         self._model = model
         self._layers = layers
@@ -160,8 +161,41 @@ class Pruning:
             return tf.cast(self._sparsity, tf.float32)
         return schedule.target_sparsity(hparams, step)
 
+    def any_update_due(self) -> bool:
+        """Whether some layer's masks are due at the current step (eager).
+
+        Evaluates the update rule in Python (`schedule.update_is_due`) on the
+        step and the layers' last update steps, which are read again after
+        each update this object runs. `UpdatePruningStep` calls the compiled
+        update only when this is true, so steps without an update cost one
+        variable read.
+        """
+        step = int(self.global_step())
+        if self._last_steps is None:
+            self._last_steps = [
+                int(layer.last_mask_update_step.numpy())
+                for layer in self._layers
+            ]
+        if self._scheme == "global":
+            hparams = self._spec or self._layers[0].hparams
+            return schedule.update_is_due(hparams, step, self._last_steps[0])
+        return any(
+            schedule.update_is_due(
+                self._spec or layer.hparams, step - delay, last
+            )
+            for layer, delay, last in zip(
+                self._layers, self._delays, self._last_steps, strict=True
+            )
+        )
+
+    def refresh(self) -> None:
+        """Forgets the cached last update steps (after a model reload or an
+        update made by another object)."""
+        self._last_steps = None
+
     def mask_update_op(self) -> tf.Tensor:
         """Updates every mask now, whatever the schedule; returns `True`."""
+        self._last_steps = None  # Read again after any update.
         return self._conditional_update(tf.constant(True))
 
     def conditional_mask_update_op(self) -> tf.Tensor:
@@ -172,6 +206,7 @@ class Pruning:
         Returns:
             A boolean scalar: whether any layer updated.
         """
+        self._last_steps = None
         return self._conditional_update(tf.constant(False))
 
     @property
@@ -302,8 +337,13 @@ def _update_weight(
     hparams: PruningHParams,
     sparsity: tf.Tensor,
     xla: bool = False,
+    mask_weight: bool = True,
 ) -> None:
     """Computes and assigns one weight's new threshold and mask.
+
+    With `mask_weight` the weight is also set to `weight * mask`, so the
+    next forward pass sees the new mask (the contrib mirror masks in its
+    forward pass instead, and passes `False`).
 
     Magnitudes of already-pruned weights count as zero and the new mask is
     ANDed with the old one, so masks only shrink. A weight with no elements
@@ -336,7 +376,10 @@ def _update_weight(
                 tf.cast(update.threshold, entry.threshold.dtype)
             )
             new_mask = update.mask
-        entry.mask.assign(new_mask * old_mask)
+        combined = new_mask * old_mask
+        entry.mask.assign(combined)
+        if mask_weight:
+            entry.weight.assign(entry.weight * combined)
         return tf.constant(True)
 
     finite = tf.reduce_all(tf.math.is_finite(magnitudes))
@@ -380,7 +423,9 @@ def _update_global(
         )
         for entry, mask, old in zip(entries, masks, old_masks, strict=True):
             entry.threshold.assign(tf.cast(threshold, entry.threshold.dtype))
-            entry.mask.assign(tf.cast(mask, old.dtype) * old)
+            combined = tf.cast(mask, old.dtype) * old
+            entry.mask.assign(combined)
+            entry.weight.assign(entry.weight * combined)
         return tf.constant(True)
 
     finite = tf.reduce_all(

@@ -68,14 +68,36 @@ def should_update_masks(
     """
     step = tf.cast(step, tf.int64)
     last = tf.cast(last_update_step, tf.int64)
+    return _update_rule(hparams, step, last, tf.logical_and, tf.logical_or)
+
+
+def update_is_due(
+    hparams: PruningHParams, step: int, last_update_step: int
+) -> bool:
+    """`should_update_masks` on Python integers, with no TensorFlow op.
+
+    The same rule, evaluated in Python: callbacks use it to skip calling the
+    compiled update on the steps where nothing is due.
+    """
+    return _update_rule(
+        hparams,
+        int(step),
+        int(last_update_step),
+        lambda a, b: a and b,
+        lambda a, b: a or b,
+    )
+
+
+def _update_rule(hparams: PruningHParams, step, last, both, either):
+    """Contrib's update rule plus the catch-up, for tensors or integers."""
     begun = step >= hparams.begin_pruning_step
     due = last + hparams.pruning_frequency <= step
     end = hparams.end_pruning_step
     if end == NO_END_STEP:
-        return tf.logical_and(begun, due)
-    regular = tf.logical_and(due, step <= end)
-    catch_up = tf.logical_and(last < end, step >= end)
-    return tf.logical_and(begun, tf.logical_or(regular, catch_up))
+        return both(begun, due)
+    regular = both(due, step <= end)
+    catch_up = both(last < end, step >= end)
+    return both(begun, either(regular, catch_up))
 
 
 @keras.saving.register_keras_serializable(package="model_pruning")

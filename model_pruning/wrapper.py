@@ -45,6 +45,29 @@ class PrunedWeight(NamedTuple):
     sparsity_scale: float
 
 
+class MaskConstraint:
+    """A variable constraint that multiplies by the mask after each step.
+
+    Keras optimizers apply `variable.constraint` right after updating a
+    variable, so a pruned weight is masked once per step where the update
+    already reads and writes it (XLA fuses the multiply into the update).
+    A constraint the weight already had (`kernel_constraint`) runs first.
+
+    Args:
+        mask: The mask variable.
+        inner: The weight's previous constraint, or `None`.
+    """
+
+    def __init__(self, mask: Any, inner: Any = None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, weight: Any) -> Any:
+        if self.inner is not None:
+            weight = self.inner(weight)
+        return weight * keras.ops.cast(self.mask, weight.dtype)
+
+
 class _Untracked:
     """Holds Python objects out of sight of Keras' attribute tracker."""
 
@@ -69,12 +92,12 @@ def _as_hparams(hparams: Any) -> PruningHParams:
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Wraps a layer so that its prunable weights are masked.
 
-    Every call, in training and inference, first sets each pruned weight to
-    `weight * mask` (zero where masked), then runs the wrapped layer, so
-    the forward pass only sees unpruned weights. An optimizer step may move
-    masked entries of the stored variable until the next call zeroes them
-    again; `strip_pruning` folds the mask in, so the final model is exactly
-    zero there. Masks change only when a `Pruning` object (run by the
+    The forward pass only sees unpruned weights: each pruned weight gets a
+    `MaskConstraint`, so the optimizer multiplies it by its mask right after
+    every step; a mask update masks it at once; and a call outside training
+    sets it to `weight * mask` first (weights set by hand are masked too).
+    `strip_pruning` folds the mask in, so the final model is exactly zero
+    there. Masks change only when a `Pruning` object (run by the
     `UpdatePruningStep` callback in `fit`) updates them.
 
     Training the layer (`training=True`) before any `Pruning` object or
@@ -204,6 +227,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         mapped = self.hparams.weight_target_sparsity(name)
         scale = 1.0 if mapped is None else mapped / self.hparams.target_sparsity
+        if not isinstance(weight.constraint, MaskConstraint):
+            weight.constraint = MaskConstraint(mask, weight.constraint)
         return PrunedWeight(
             name=name,
             weight=weight,
@@ -216,13 +241,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def apply_masks(self) -> None:
         """Sets every pruned weight to `weight * mask`, in its own dtype.
 
-        One fused multiply per weight, the cheapest re-mask: a masked
-        negative weight becomes `-0.0` in the training variable, which no
+        A masked negative weight becomes `-0.0` in the variable, which no
         computation can tell from `+0.0`; `strip_pruning` and the getters
-        write `+0.0`. Under a mixed-precision policy a layer's `call` reads
-        float variables cast to the compute dtype (float16); the mask is
-        applied with autocasting off so the float32 weights keep their
-        precision.
+        write `+0.0`. Autocasting is off, so under a mixed-precision policy
+        the float32 weights keep their precision.
         """
         with AutocastScope(None):
             for entry in self.pruned_weights:
@@ -238,7 +260,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "training step and call its `conditional_mask_update_op()`. "
                 f"Received: training={training}"
             )
-        self.apply_masks()
+        if not training:
+            # In training the weights are already masked: the optimizer's
+            # constraint masks them after every step, and a mask update
+            # masks them at once. Outside training, weights set by hand
+            # (`set_weights`) are masked before use.
+            self.apply_masks()
         # `training` and a Keras mask on `inputs` reach the wrapped layer
         # through Keras' call context.
         return self.layer(inputs, *args, **kwargs)

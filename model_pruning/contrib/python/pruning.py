@@ -766,7 +766,9 @@ class Pruning:
         def update() -> tf.Tensor:
             sparsity = self._current_sparsity(hparams, step)
             for entry in entries:
-                pruning_lib._update_weight(entry, hparams, sparsity)
+                pruning_lib._update_weight(
+                    entry, hparams, sparsity, mask_weight=False
+                )
             self._last_update_step.assign(tf.cast(step, tf.int32))
             return tf.constant(True)
 
