@@ -593,3 +593,23 @@ def test_m_by_n_rejects_a_weight_it_cannot_group():
     model = keras.Sequential([keras.Input((6,)), L.Dense(4, name="d")])
     with pytest.raises(ValueError, match="axis -2"):
         mp.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+
+
+def test_optimizer_keeps_weights_masked_and_keeps_user_constraint():
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            L.Dense(8, kernel_constraint="non_neg", name="a"),
+            L.Dense(2, name="b"),
+        ]
+    )
+    pruned = mp.prune_low_magnitude(model, pruning_schedule=_schedule())
+    x = _data((6,))
+    _fit(pruned, x, np.ones((8, 2), "float32"))
+    for entry in mp.pruned_weights(pruned):
+        # The stored variable after the last optimizer step, not a re-mask.
+        weight = keras.ops.convert_to_numpy(entry.weight)
+        mask = keras.ops.convert_to_numpy(entry.mask)
+        assert not np.any(weight[mask == 0]), entry.name
+    kernel_a = keras.ops.convert_to_numpy(mp.pruned_weights(pruned)[0].weight)
+    assert kernel_a.min() >= 0.0  # the layer's own constraint still applies
