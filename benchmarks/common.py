@@ -25,6 +25,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -371,6 +372,24 @@ def write_json(path: str, payload: dict) -> None:
     with open(path, "w", encoding="utf-8") as file:
         json.dump(payload, file, indent=2)
         file.write("\n")
+
+
+def finish(rows: list[dict], start: float, json_path: str | None) -> None:
+    """Prints the table and wall time of one benchmark script, and writes
+    its rows and the machine's description as JSON when asked."""
+    print()
+    print(format_table(rows))
+    seconds = time.perf_counter() - start
+    print(f"Wall time: {seconds:.0f} s")
+    if json_path:
+        write_json(
+            json_path,
+            {
+                "rows": rows,
+                "machine": machine_info(),
+                "wall_seconds": round(seconds, 1),
+            },
+        )
 
 
 def quiet_tensorflow() -> None:

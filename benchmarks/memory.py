@@ -168,19 +168,7 @@ def main(argv: list[str]) -> None:
     start = time.perf_counter()
     pairs = _PAIRS.value or (1 if _QUICK.value else 2)
     rows = run(pairs, units, steps, _BATCH.value)
-    print()
-    print(common.format_table(rows))
-    seconds = time.perf_counter() - start
-    print(f"Wall time: {seconds:.0f} s")
-    if _JSON.value:
-        common.write_json(
-            _JSON.value,
-            {
-                "rows": rows,
-                "machine": common.machine_info(),
-                "wall_seconds": round(seconds, 1),
-            },
-        )
+    common.finish(rows, start, _JSON.value)
 
 
 if __name__ == "__main__":

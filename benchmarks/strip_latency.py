@@ -153,19 +153,7 @@ def main(argv: list[str]) -> None:
     rounds = _PAIRS.value or (2 if _QUICK.value else 16)
     sample_seconds = 0.05 if _QUICK.value else 0.2
     rows = run(_MODELS.value, rounds, sample_seconds, _SEED.value)
-    print()
-    print(common.format_table(rows))
-    seconds = time.perf_counter() - start
-    print(f"Wall time: {seconds:.0f} s")
-    if _JSON.value:
-        common.write_json(
-            _JSON.value,
-            {
-                "rows": rows,
-                "machine": common.machine_info(),
-                "wall_seconds": round(seconds, 1),
-            },
-        )
+    common.finish(rows, start, _JSON.value)
 
 
 if __name__ == "__main__":

@@ -396,19 +396,7 @@ def main(argv: list[str]) -> None:
         rows += run(
             [model_name], variant_names, rounds, _QUICK.value, _SEED.value
         )
-    print()
-    print(common.format_table(rows))
-    seconds = time.perf_counter() - start
-    print(f"Wall time: {seconds:.0f} s")
-    if _JSON.value:
-        common.write_json(
-            _JSON.value,
-            {
-                "rows": rows,
-                "machine": common.machine_info(),
-                "wall_seconds": round(seconds, 1),
-            },
-        )
+    common.finish(rows, start, _JSON.value)
 
 
 if __name__ == "__main__":
