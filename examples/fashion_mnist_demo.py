@@ -156,7 +156,9 @@ def _recipe() -> lib.Recipe:
 def _file_kib(model: keras.Model) -> tuple[float, float]:
     """The size of `model`'s weights as an uncompiled `.keras` file, raw
     and gzipped (-9), in KiB."""
-    clone = keras.models.clone_model(model)
+    # From the config alone: `clone_model` would copy the compile config,
+    # and the file would carry the optimizer's state.
+    clone = model.__class__.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.keras")
