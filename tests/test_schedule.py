@@ -14,6 +14,7 @@ from model_pruning import PruningHParams
 from model_pruning import PruningSchedule
 from model_pruning import should_update_masks
 from model_pruning import target_sparsity
+from model_pruning.schedule import update_is_due
 
 
 def _reference_sparsity(initial, final, begin, end, exponent, step):
@@ -463,3 +464,20 @@ def test_schedule_rejects_bad_arguments(cls, defaults, name, value):
     with pytest.raises(ValueError) as error:
         cls(**kwargs)
     assert f"{name}={value!r}" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "begin, end, frequency",
+    [(0, -1, 1), (0, 250, 100), (5, 40, 7), (3, 4, 10)],
+)
+def test_python_rule_agrees_with_the_graph_rule(begin, end, frequency):
+    hparams = PruningHParams().override(
+        begin_pruning_step=begin,
+        end_pruning_step=end,
+        pruning_frequency=frequency,
+    )
+    for step in range(0, 300, 5):
+        for last in range(0, step + 1, 11):
+            graph = bool(should_update_masks(hparams, step, last))
+            python = update_is_due(hparams, step, last)
+            assert python == graph, (step, last)
