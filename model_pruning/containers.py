@@ -60,9 +60,10 @@ def is_container(layer: keras.layers.Layer) -> bool:
     Such a layer can be rebuilt by `rebuild`; one with variables of its own
     cannot, because only its sublayers are copied.
     """
-    if not sublayers(layer):
+    held = sublayers(layer)
+    if not held:
         return False
-    inner = {id(v) for sub in sublayers(layer) for v in sub.variables}
+    inner = {id(v) for sub in held for v in sub.variables}
     return all(id(v) in inner for v in layer.variables)
 
 

@@ -306,7 +306,8 @@ class _Chooser:
         self.seen_names.add(layer.name)
         if not layer.trainable_weights:
             return _copy_layer(layer)
-        if registry.candidates(layer) is None and _is_nested(layer):
+        known = registry.candidates(layer) is not None
+        if not known and _is_nested(layer):
             return _transform_nested(layer, self)
         settings = self.layer_settings.get(layer.name, self.settings)
         if self.policy is not None:
@@ -317,7 +318,7 @@ class _Chooser:
                 settings = _override(
                     settings, decision, f"policy({layer.name!r})"
                 )
-        if registry.candidates(layer) is None:
+        if not known:
             if not _excluded_entirely(layer, settings):
                 self._unsupported(layer)
             return _copy_layer(layer)
