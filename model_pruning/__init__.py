@@ -18,6 +18,7 @@ from model_pruning.hparams import PruningHParams
 from model_pruning.hparams import get_pruning_hparams
 from model_pruning.prune import prune_low_magnitude
 from model_pruning.prune import strip_pruning
+from model_pruning.pruned_model import PrunedModel
 from model_pruning.pruning import Pruning
 from model_pruning.registry import PrunableLayer
 from model_pruning.report import SizeCounts
@@ -55,6 +56,7 @@ __all__ = [
     "PolynomialDecay",
     "PrunableLayer",
     "PruneLowMagnitude",
+    "PrunedModel",
     "PrunedWeight",
     "Pruning",
     "PruningHParams",

@@ -1,7 +1,9 @@
 """`prune_low_magnitude` and `strip_pruning`: from a Keras model and back.
 
-Both build a new model from copies of the layers (weights copied), so the
-model passed in is never changed.
+Both build a new model from copies (weights copied), so the model passed in
+is never changed. Plain Sequential and Functional graphs are copied layer by
+layer; anything else is copied whole from its own config and pruned in
+place inside one wrapper (see `PrunedModel`).
 """
 
 import re
@@ -19,12 +21,12 @@ from model_pruning import registry
 from model_pruning.hparams import PruningHParams
 from model_pruning.hparams import unmatched_map_entries
 from model_pruning.mask import apply_mask
+from model_pruning.pruned_model import PrunedModel
 from model_pruning.schedule import ConstantSparsity
 from model_pruning.schedule import PruningSchedule
 from model_pruning.wrapper import PruneLowMagnitude
 from model_pruning.wrapper import check_patterns
 from model_pruning.wrapper import selected_weights
-from model_pruning.wrapper import weight_name
 
 
 def prune_low_magnitude(
@@ -45,26 +47,32 @@ def prune_low_magnitude(
 ) -> Any:
     """Wraps a layer, a list of layers or a model for magnitude pruning.
 
-    A model (Sequential, Functional, subclassed, nested in any way) is rebuilt
+    A plain `Sequential` or Functional model (nested ones too) is rebuilt
     from copies of its layers: every selected layer is wrapped in
     `PruneLowMagnitude`, every other layer is copied unchanged, and all
-    weights are copied, so `to_prune` itself is left as it was. A layer
-    shared by several calls is wrapped once (one mask per weight). Compile
-    the result and train it with the `UpdatePruningStep` callback.
+    weights are copied. Any other model or layer (a KerasHub backbone or
+    task, a `keras.applications` block, a custom layer built from
+    sublayers, a subclassed model) is copied whole, the way it serializes
+    itself (`from_config(get_config())` and its weights), and wrapped whole:
+    its sublayers are pruned in place, at any depth, and never rebuilt one
+    by one. A model of that kind comes back as a `PrunedModel` around the
+    copy. Either way `to_prune` itself is left as it was, and a layer shared
+    by several calls gets one mask per weight. Compile the result and train
+    it with the `UpdatePruningStep` callback.
 
-    Which weights are pruned: each layer's default candidates (kernels,
-    embeddings, recurrent kernels; see `registry.candidates`), narrowed or
+    Which weights are pruned: each layer's default candidates (kernels of
+    Dense, EinsumDense, convolutions and attention projections, token
+    embeddings, recurrent kernels; see `registry.inventory`), narrowed or
     widened by `include` / `exclude` regular expressions matched against
     weight names `<layer>/<path>` (e.g. `"dense_1/kernel"`,
-    `"mha/query/kernel"`), then by `policy` and `layer_args` per layer.
-    Layers without trainable weights, and normalization layers, pass
-    through. A layer with trainable
-    weights that nothing knows how to prune raises, unless `unsupported` is
+    `"mha/query/kernel"`,
+    `"bert_backbone/transformer_layer_0/self_attention_layer/query/kernel"`),
+    then by `policy` and `layer_args` per layer (per top-level layer: a
+    layer pruned whole is chosen as one). Biases, normalization scales,
+    `LayerScale` gammas, class tokens and other vector parameters are never
+    pruned; position embeddings only when `include` names them. A trainable
+    weight that nothing knows how to prune raises, unless `unsupported` is
     `"warn"` (skip it with a warning) or the selection leaves it out.
-
-    Subclassed models and custom layers built from sublayers are rebuilt
-    from their config with their sublayer attributes (and lists of them)
-    replaced; their `get_config` must recreate those attributes.
 
     Give the schedule either tfmot's way (`pruning_schedule`, `block_size`,
     `block_pooling_type`, `sparsity_m_by_n`, `pruning_scheme`) or contrib's
@@ -102,12 +110,15 @@ def prune_low_magnitude(
         **kwargs: Passed to `PruneLowMagnitude` when `to_prune` is a layer.
 
     Returns:
-        The wrapped layer, list of wrapped layers, or a new model.
+        The wrapped layer, list of wrapped layers, or a new model: a
+        Sequential or Functional model for those, a `PrunedModel` for any
+        other model with weights to prune.
 
     Raises:
         ValueError: If both `pruning_schedule` and `hparams` are given, an
-            argument is invalid, a layer cannot be pruned (see
-            `unsupported`), or the model is not built.
+            argument is invalid, a weight cannot be pruned (see
+            `unsupported`), a layer cannot be copied from its config, or the
+            model is not built.
 
     Example:
 
@@ -180,11 +191,13 @@ def strip_pruning(model: Any) -> Any:
             `PruneLowMagnitude` layer.
 
     Returns:
-        A new model (or layer). A model with no pruned layers is returned as
-        it is, with a warning.
+        A new model (or layer). A `PrunedModel` gives an instance of the
+        class it wraps (a `BertBackbone` stays a `BertBackbone`). A model
+        with no pruned layers is returned as it is, with a warning.
 
     Raises:
-        ValueError: If `model` is not a Keras model or layer.
+        ValueError: If `model` is not a Keras model or layer, or its pruned
+            layers cannot be replaced.
     """
     if isinstance(model, PruneLowMagnitude):
         return _stripped_copy(model)
@@ -200,7 +213,16 @@ def strip_pruning(model: Any) -> Any:
             stacklevel=2,
         )
         return model
-    return _transform_model(model, _strip_layer)
+    _check_built(model)
+    stripped = _strip_nested(model)
+    if stripped is None:
+        raise ValueError(
+            f"Model {model.name!r} of class {model.__class__.__name__} owns "
+            "variables outside its sublayers, so its pruned layers cannot be "
+            "replaced by stripped copies. Received: "
+            f"model={model.__class__.__name__}"
+        )
+    return stripped
 
 
 class _Settings(NamedTuple):
@@ -215,8 +237,10 @@ class _Settings(NamedTuple):
             layer, self.spec, self.include, self.exclude, **kwargs
         )
 
-    def selects(self, layer: keras.layers.Layer) -> bool:
-        return bool(selected_weights(layer, self.include, self.exclude))
+    def selects(
+        self, layer: keras.layers.Layer, found: list[registry.Candidate]
+    ) -> bool:
+        return bool(selected_weights(layer, self.include, self.exclude, found))
 
 
 _LAYER_ARGUMENTS = (
@@ -298,7 +322,13 @@ class _Chooser:
         self.seen_names: set[str] = set()
 
     def __call__(self, layer: keras.layers.Layer) -> keras.layers.Layer:
-        """Returns the pruned (or plain) copy of one source layer."""
+        """Returns the pruned (or plain) copy of one source layer.
+
+        A plain nested model is rebuilt layer by layer; any other layer
+        (a KerasHub block or backbone, a custom layer or model) is copied
+        whole from its own config and, when it holds weights to prune,
+        wrapped whole: its sublayers are pruned in place.
+        """
         if not isinstance(layer, keras.layers.Layer) or isinstance(
             layer, PruneLowMagnitude
         ):
@@ -306,9 +336,8 @@ class _Chooser:
         self.seen_names.add(layer.name)
         if not layer.trainable_weights:
             return _copy_layer(layer)
-        known = registry.candidates(layer) is not None
-        if not known and _is_nested(layer):
-            return _transform_nested(layer, self)
+        if _is_graph(layer):
+            return _clone(layer, self)
         settings = self.layer_settings.get(layer.name, self.settings)
         if self.policy is not None:
             decision = self.policy(layer)
@@ -318,68 +347,65 @@ class _Chooser:
                 settings = _override(
                     settings, decision, f"policy({layer.name!r})"
                 )
-        if not known:
-            if not _excluded_entirely(layer, settings):
-                self._unsupported(layer)
-            return _copy_layer(layer)
-        if not settings.selects(layer):
+        found = registry.inventory(layer)
+        unknown = [
+            weight
+            for weight in found.unknown
+            if not any(
+                re.search(p, f"{layer.name}/{weight.path}")
+                for p in settings.exclude
+            )
+        ]
+        if unknown:
+            self._unsupported(layer, unknown)
+        if not settings.selects(layer, found.candidates):
             return _copy_layer(layer)
         return settings.wrap(_copy_layer(layer))
 
-    def _unsupported(self, layer: keras.layers.Layer) -> None:
+    def _unsupported(
+        self, layer: keras.layers.Layer, unknown: list[registry.UnknownWeight]
+    ) -> None:
+        first = unknown[0]
+        owner = first.owner
+        where = (
+            f"Layer {layer.name!r} of class {layer.__class__.__name__}"
+            if owner is layer
+            else (
+                f"Sublayer {owner.name!r} of class {owner.__class__.__name__} "
+                f"(inside layer {layer.name!r} of class "
+                f"{layer.__class__.__name__})"
+            )
+        )
+        names = [f"{layer.name}/{w.path}" for w in unknown]
         message = (
-            f"Layer {layer.name!r} of class {layer.__class__.__name__} has "
-            "trainable weights that nothing knows how to prune. Give it a "
+            f"{where} has trainable weights that nothing knows how to "
+            f"prune: {names}. Give {owner.__class__.__name__} a "
             "`get_prunable_weights()` method (see `PrunableLayer`), leave "
-            "it out with `policy` or `exclude`, or pass "
-            "`unsupported='warn'` to skip such layers. Supported: "
+            "them out with `exclude` (e.g. "
+            f"exclude=[{re.escape(names[0])!r}]) or `policy`, or pass "
+            "`unsupported='warn'` to skip such weights. Supported: "
             f"{registry.supported_layer_names()}. "
-            f"Received: layer={layer.__class__.__name__}"
+            f"Received: weight={names[0]!r} of shape "
+            f"{list(first.variable.shape)}"
         )
         if self.unsupported == "raise":
             raise ValueError(message)
         warnings.warn(f"Not pruned: {message}", stacklevel=4)
 
 
-def _excluded_entirely(layer: keras.layers.Layer, settings: _Settings) -> bool:
-    """Whether `exclude` names every trainable weight of an unknown layer."""
-    names = [weight_name(w, layer.name) for w in layer.trainable_weights]
-    return all(
-        any(re.search(p, name) for p in settings.exclude) for name in names
-    )
+def _is_graph(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` is a plain Sequential or Functional model, which is
+    rebuilt layer by layer (a subclass, such as a KerasHub backbone, is not:
+    its own config recreates it, so it is copied whole)."""
+    return type(layer) in (keras.Sequential, keras.src.models.Functional)
 
 
-def _is_nested(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, keras.Model) or containers.is_container(layer)
-
-
-def _transform_nested(
-    layer: keras.layers.Layer, transform: Callable
-) -> keras.layers.Layer:
-    """Applies `transform` to the layers inside a model or container."""
-    if isinstance(layer, (keras.Sequential, keras.src.models.Functional)):
-        return _clone(layer, transform)
-    if containers.is_container(layer):
-        return containers.rebuild(layer, transform)
-    return transform(layer)
-
-
-def _transform_model(model: keras.Model, transform: Callable) -> keras.Model:
+def _check_built(model: keras.Model) -> None:
     if not model.built:
         raise ValueError(
             f"Model {model.name!r} is not built: build it (or call it on data) "
             "before pruning. Received: built=False"
         )
-    if not isinstance(
-        model, (keras.Sequential, keras.src.models.Functional)
-    ) and not containers.is_container(model):
-        raise ValueError(
-            f"Model {model.name!r} of class {model.__class__.__name__} owns "
-            "variables outside its sublayers, so it cannot be rebuilt with "
-            "pruned layers. Wrap its layers with `prune_low_magnitude(layer)` "
-            f"in its `__init__` instead. Received: model={model.name!r}"
-        )
-    return _transform_nested(model, transform)
 
 
 def _resolve_hparams(
@@ -455,7 +481,16 @@ def _resolve_hparams(
 
 
 def _prune_model(model: keras.Model, chooser: _Chooser) -> keras.Model:
-    pruned = _transform_model(model, chooser)
+    _check_built(model)
+    if _is_graph(model):
+        pruned = _clone(model, chooser)
+    else:
+        wrapped = chooser(model)
+        if isinstance(wrapped, PruneLowMagnitude):
+            wrapped.build()  # Its inner model is built: add the masks.
+            pruned = PrunedModel(wrapped, name=model.name)
+        else:
+            pruned = wrapped
     missing = sorted(set(chooser.layer_settings) - chooser.seen_names)
     if missing:
         raise ValueError(
@@ -485,9 +520,7 @@ def _clone(model: keras.Model, clone_function) -> keras.Model:
     compiled = model.compiled
     model.compiled = False  # Restored below; read only by `clone_model`.
     try:
-        return keras.models.clone_model(
-            model, clone_function=clone_function, recursive=True
-        )
+        return keras.models.clone_model(model, clone_function=clone_function)
     finally:
         model.compiled = compiled
 
@@ -500,13 +533,42 @@ def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     """
     if not isinstance(layer, keras.layers.Layer):
         return layer
-    copy = layer.__class__.from_config(layer.get_config())
+    copy = _from_own_config(layer)
     if layer.built:
-        build_config = layer.get_build_config()
-        if build_config:
-            copy.build_from_config(build_config)
+        _build_like(copy, layer)
         copy.set_weights(layer.get_weights())
     return copy
+
+
+def _build_like(copy: keras.layers.Layer, layer: keras.layers.Layer) -> None:
+    """Builds `copy` from `layer`'s build config, as `.keras` loading does
+    (which marks it built: a subclassed model built by a symbolic run of
+    its `call` is not marked otherwise)."""
+    build_config = layer.get_build_config()
+    if build_config:
+        copy.build_from_config(build_config)
+        copy.built = True
+
+
+def _from_own_config(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Returns `layer.__class__.from_config(layer.get_config())`.
+
+    This is how `.keras` files recreate a layer, so a model that saves can
+    be copied; a class whose config does not recreate it gets an error
+    naming it instead of one from inside the class.
+    """
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except (NotImplementedError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(
+            f"Layer {layer.name!r} of class {layer.__class__.__name__} cannot "
+            "be copied from its config, so it cannot be pruned as a whole "
+            f"({e.__class__.__name__}: {e}). A model containing it cannot be "
+            "saved as `.keras` either. Give the class a `get_config` that "
+            "returns its constructor arguments, or wrap it in a model "
+            "class whose config recreates it. "
+            f"Received: layer={layer.__class__.__name__}"
+        ) from e
 
 
 def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
@@ -519,8 +581,8 @@ def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
         )
         for w in inner.weights
     ]
-    copy = inner.__class__.from_config(inner.get_config())
-    copy.build_from_config(inner.get_build_config())
+    copy = _from_own_config(inner)
+    _build_like(copy, inner)
     copy.set_weights(values)
     return copy
 
@@ -528,6 +590,21 @@ def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
 def _strip_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     if isinstance(layer, PruneLowMagnitude):
         return _stripped_copy(layer)
-    if accessors.pruned_layers(layer) and _is_nested(layer):
-        return _transform_nested(layer, _strip_layer)
+    if accessors.pruned_layers(layer):
+        stripped = _strip_nested(layer)
+        if stripped is not None:
+            return stripped
     return _copy_layer(layer)
+
+
+def _strip_nested(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+    """Strips a model or layer that holds wrappers, or returns `None`."""
+    if isinstance(layer, PrunedModel):
+        return _stripped_copy(layer.pruned)
+    if _is_graph(layer):
+        return _clone(layer, _strip_layer)
+    if containers.is_container(layer):
+        # Wrappers a custom class creates in its `__init__`: its config
+        # recreates them, so each is replaced by its stripped copy.
+        return containers.rebuild(layer, _strip_layer)
+    return None

@@ -9,9 +9,17 @@ A layer is known when it has a `get_prunable_weights()` method (the
 `PrunableLayer` protocol, matched by duck typing), is an instance (subclasses
 included) of a supported Keras layer, or wraps supported layers
 (`Bidirectional`, `TimeDistributed`, an `RNN` over supported cells).
+
+Any other layer (a KerasHub transformer block, a whole backbone, a custom
+layer or model) is *walked*: `inventory` collects the candidates of its
+sublayers, at any depth, in place, and sorts the weights it owns itself into
+parameters that are never pruned (vectors such as biases, scales, `LayerScale`
+gammas and class tokens), position embeddings (pruned only on request) and
+unknown weights, which `prune_low_magnitude` reports.
 """
 
 import abc
+import re
 from typing import Any
 from typing import NamedTuple
 
@@ -72,7 +80,6 @@ _KERNEL_LAYERS = (
     (keras.layers.SeparableConv2D, ("pointwise_kernel",), _DEPTHWISE),
     (keras.layers.DepthwiseConv1D, (), ("kernel",)),
     (keras.layers.DepthwiseConv2D, (), ("kernel",)),
-    (keras.layers.Embedding, ("embeddings",), ()),
 )
 
 _RNN_CELLS = (
@@ -97,7 +104,7 @@ _NEVER_PRUNED = (
 
 def supported_layer_names() -> str:
     """Returns the supported layer kinds, for error messages."""
-    names = [cls.__name__ for cls, _, _ in _KERNEL_LAYERS]
+    names = [cls.__name__ for cls, _, _ in _KERNEL_LAYERS] + ["Embedding"]
     names += ["MultiHeadAttention", "LSTM", "GRU", "SimpleRNN", "ConvLSTM*"]
     names += ["RNN over their cells", "Bidirectional", "TimeDistributed"]
     return ", ".join(names) + " and layers with `get_prunable_weights()`"
@@ -113,6 +120,8 @@ def candidates(layer: keras.layers.Layer) -> list[Candidate] | None:
     custom = getattr(layer, "get_prunable_weights", None)
     if callable(custom):
         return _unique_paths([Candidate(w.name, w, True) for w in custom()])
+    if isinstance(layer, keras.layers.Embedding):
+        return _embedding_candidates(layer)
     for cls, defaults, optional in _KERNEL_LAYERS:
         if isinstance(layer, cls):
             return [_attribute(layer, a, True) for a in defaults] + [
@@ -145,15 +154,195 @@ def candidates(layer: keras.layers.Layer) -> list[Candidate] | None:
 
 
 def is_supported(layer: keras.layers.Layer) -> bool:
-    """Returns whether `layer` has candidates this library can prune.
+    """Returns whether `layer` has weights this library can prune.
 
-    Only built layers can be inspected fully; an unbuilt layer is judged by
-    its class.
+    A built layer is walked (see `inventory`). An unbuilt layer is judged by
+    its class: a supported Keras layer, or any class Keras does not define
+    itself (a custom or KerasHub layer may create its weights in `build`;
+    the wrapper checks again when it is built).
     """
     if not layer.built:
-        return _known_class(layer)
-    found = candidates(layer)
-    return bool(found)
+        return _known_class(layer) or not _defined_by_keras(layer)
+    return bool(inventory(layer).candidates)
+
+
+class UnknownWeight(NamedTuple):
+    """A trainable weight nothing knows how to prune.
+
+    Attributes:
+        path: Its path inside the walked layer, e.g. `"block/w"`.
+        variable: The variable.
+        owner: The layer that owns it.
+    """
+
+    path: str
+    variable: Any
+    owner: Any
+
+
+class Inventory(NamedTuple):
+    """What a walk of a layer found.
+
+    Attributes:
+        candidates: Prunable weights, paths relative to the walked layer
+            (`"transformer_layer_0/self_attention/query/kernel"`).
+        unknown: Trainable weights that are neither candidates nor
+            parameters that are never pruned.
+    """
+
+    candidates: list[Candidate]
+    unknown: list[UnknownWeight]
+
+
+def inventory(layer: keras.layers.Layer) -> Inventory:
+    """Walks a built layer and its sublayers, at any depth, in place.
+
+    A known layer (see `candidates`) gives its candidates. Any other layer
+    gives, for each trainable weight it owns itself: nothing when the weight
+    is a vector (at most one dimension longer than 1: biases, scales,
+    `LayerScale` gammas, class tokens); an optional candidate (pruned only
+    when an `include` pattern names it) when it is a position embedding (its
+    layer's class or its name says "position"); an `UnknownWeight`
+    otherwise. Then it walks its sublayers, prefixing their names. Frozen
+    layers are skipped; a variable reached twice (a shared sublayer, a tied
+    embedding) is listed once.
+
+    Args:
+        layer: A built Keras layer or model.
+
+    Returns:
+        An `Inventory`.
+    """
+    found: list[Candidate] = []
+    unknown: list[UnknownWeight] = []
+    _walk(layer, "", found, unknown, set())
+    seen: set[int] = set()
+    unique = []
+    for candidate in found:
+        if id(candidate.variable) not in seen:
+            seen.add(id(candidate.variable))
+            unique.append(candidate)
+    return Inventory(_unique_paths(unique), unknown)
+
+
+def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """Returns the layers `layer` tracks directly, in tracking order.
+
+    Keras has no public accessor for a layer's own sublayers (`Model.layers`
+    exists only on models); this is the one place that reads its tracker.
+    """
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+_POSITION = re.compile("position", re.IGNORECASE)
+
+
+def _walk(
+    layer: keras.layers.Layer,
+    prefix: str,
+    found: list[Candidate],
+    unknown: list[UnknownWeight],
+    visited: set[int],
+) -> None:
+    if id(layer) in visited or not layer.trainable_weights:
+        return
+    visited.add(id(layer))
+    known = candidates(layer)
+    if known is not None:
+        found.extend(c._replace(path=prefix + c.path) for c in known)
+        return
+    inner = sublayers(layer)
+    held = {id(v) for sub in inner for v in sub.weights}
+    for variable in layer.trainable_weights:
+        if id(variable) in held or _is_vector(variable):
+            continue
+        path = prefix + variable.name
+        if _POSITION.search(type(layer).__name__) or _POSITION.search(
+            variable.name
+        ):
+            found.append(Candidate(path, variable, False))
+        else:
+            unknown.append(UnknownWeight(path, variable, layer))
+    names = _sublayer_names(layer, inner)
+    for sub in inner:
+        _walk(sub, f"{prefix}{names[id(sub)]}/", found, unknown, visited)
+
+
+def _sublayer_names(
+    layer: keras.layers.Layer, inner: list[keras.layers.Layer]
+) -> dict[int, str]:
+    """Names each sublayer of `layer` for weight paths, stably.
+
+    A sublayer is named by its layer name, unless Keras generated that name
+    (`dense_3`: the snake-cased class name and a counter, different each
+    time the class is constructed, so a copy or a reloaded model would not
+    match). Then it is named by the attribute that holds it (`first`, or
+    `blocks/0` for a list), as Keras' own weight files are.
+    """
+    attributes: dict[int, str] = {}
+    # A graph model's layer names are in its config, so they are stable.
+    if not isinstance(layer, (keras.Sequential, keras.src.models.Functional)):
+        for attribute, value in vars(layer).items():
+            if attribute in _bookkeeping_attributes():
+                continue
+            if isinstance(value, keras.layers.Layer):
+                attributes.setdefault(id(value), attribute)
+            elif isinstance(value, (list, tuple)):
+                for index, item in enumerate(value):
+                    if isinstance(item, keras.layers.Layer):
+                        attributes.setdefault(id(item), f"{attribute}/{index}")
+    names = {}
+    for sub in inner:
+        generated = re.fullmatch(
+            re.escape(_snake_case(type(sub).__name__)) + r"(_\d+)?", sub.name
+        )
+        names[id(sub)] = (
+            attributes.get(id(sub), sub.name) if generated else sub.name
+        )
+    return names
+
+
+def _snake_case(name: str) -> str:
+    """Keras' default layer name for a class name (`EinsumDense` ->
+    `einsum_dense`)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+_BOOKKEEPING: list[frozenset[str]] = []
+
+
+def _bookkeeping_attributes() -> frozenset[str]:
+    """Attributes Keras sets on every layer (`_layers`, `_tracked`, ...),
+    which also hold sublayers; read once from a bare layer."""
+    if not _BOOKKEEPING:
+        # A given name: no auto-name counter is used up.
+        probe = keras.layers.Layer(name="model_pruning_probe")
+        _BOOKKEEPING.append(frozenset(vars(probe)))
+    return _BOOKKEEPING[0]
+
+
+def _is_vector(variable: Any) -> bool:
+    return sum(1 for d in variable.shape if d is None or d > 1) <= 1
+
+
+def _embedding_candidates(layer: keras.layers.Embedding) -> list[Candidate]:
+    """The table (and an untied `ReversibleEmbedding`'s output table).
+
+    A position embedding (a layer named `*position*`, as ViT's) is pruned
+    only on request: it holds one vector per position, not a vocabulary.
+    """
+    default = not _POSITION.search(layer.name)
+    found = [_attribute(layer, "embeddings", default)]
+    reverse = getattr(layer, "reverse_embeddings", None)
+    if isinstance(reverse, keras.Variable):
+        found.append(Candidate(reverse.name, reverse, default))
+    return found
+
+
+def _defined_by_keras(layer: keras.layers.Layer) -> bool:
+    return type(layer).__module__.split(".")[0] == "keras"
 
 
 def _known_class(layer: keras.layers.Layer) -> bool:
@@ -161,6 +350,7 @@ def _known_class(layer: keras.layers.Layer) -> bool:
         return True
     kinds = tuple(cls for cls, _, _ in _KERNEL_LAYERS) + _RNN_CELLS
     kinds += (
+        keras.layers.Embedding,
         keras.layers.MultiHeadAttention,
         keras.layers.StackedRNNCells,
         keras.layers.RNN,

@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -478,7 +479,9 @@ def _check_aligned(kept: list, stripped: list) -> None:
 
 
 def _leaf(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
+    """The variable's own name, less Keras' numbering of unnamed variables
+    (`variable_18` in one copy is `variable_36` in the next)."""
+    return re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1])
 
 
 def _as_numpy(variable: Any) -> np.ndarray:

@@ -1,6 +1,7 @@
 """`PruneLowMagnitude`: the layer wrapper that owns the pruning variables.
 
-For each prunable weight `<w>` of the wrapped layer the wrapper adds two
+For each prunable weight `<w>` of the wrapped layer (or of its sublayers,
+at any depth) the wrapper adds two
 non-trainable variables, `<w>_mask` (ones, the weight's shape and dtype) and
 `<w>_threshold` (a zero scalar), plus one int64 `last_mask_update_step` for the
 layer. It only holds state and applies the mask; `pruning.Pruning` decides
@@ -100,20 +101,29 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     there. Masks change only when a `Pruning` object (run by the
     `UpdatePruningStep` callback in `fit`) updates them.
 
+    The wrapped layer may be a single supported layer or anything built
+    from them, at any depth: a KerasHub transformer block or backbone, a
+    custom layer, a model. Its weights are pruned in place: the masks are
+    the wrapper's variables, attached to the inner variables by their
+    constraints, so the inner layers are never rebuilt and the wrapper's
+    config (the inner layer's own config) recreates everything on load.
+
     Training the layer (`training=True`) before any `Pruning` object or
     `UpdatePruningStep` callback manages it raises a `ValueError`, so a
     forgotten callback cannot silently leave a model unpruned.
 
     Args:
         layer: The Keras layer to prune: a supported layer (see
-            `registry.supported_layer_names()`) or one with
-            `get_prunable_weights()`.
+            `registry.supported_layer_names()`), one with
+            `get_prunable_weights()`, or a layer or model holding such
+            layers (see `registry.inventory`).
         hparams: A `PruningHParams` or its config dict. Defaults to
             `get_pruning_hparams()`.
         include: Regular expressions choosing which candidate weights to
             prune, matched (`re.search`) against `<layer>/<path>` names such
             as `"dense/kernel"`. Defaults to `None`: the layer's default
-            candidates (all but depthwise kernels).
+            candidates (all but depthwise kernels and position
+            embeddings).
         exclude: Regular expressions of weights not to prune. Defaults to
             `()`.
         **kwargs: Base layer arguments such as `name`. Defaults the name to
@@ -290,6 +300,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return
         if not self.layer.built:
             self.layer.build_from_config(config["layer"])
+            self.layer.built = True  # As `.keras` loading marks it.
         self.build()
 
     def get_config(self) -> dict[str, Any]:
@@ -305,27 +316,25 @@ def selected_weights(
     layer: keras.layers.Layer,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
+    found: Sequence[registry.Candidate] | None = None,
 ) -> list[tuple[str, Any]]:
     """Returns `(name, variable)` of each weight of `layer` a selection prunes.
 
-    A candidate weight (see `registry.candidates`) is named
-    `<layer name>/<path>`, e.g. `"lstm/lstm_cell/kernel"`. It is pruned when
-    an `include` regex matches its name (`re.search`), or, with
-    `include=None`, when it is pruned by default; and no `exclude` regex
-    matches it.
+    A candidate weight (see `registry.inventory`) is named
+    `<layer name>/<path>`, e.g. `"lstm/lstm_cell/kernel"` or, inside a
+    walked layer, `"bert_backbone/transformer_layer_0/self_attention/query/
+    kernel"`. It is pruned when an `include` regex matches its name
+    (`re.search`), or, with `include=None`, when it is pruned by default;
+    and no `exclude` regex matches it.
 
-    Raises:
-        ValueError: If nothing in the library knows how to prune `layer`.
+    Args:
+        layer: A built layer.
+        include: Regexes of weights to prune, or `None` for the defaults.
+        exclude: Regexes of weights never to prune.
+        found: The layer's candidates, when already walked.
     """
-    found = registry.candidates(layer)
     if found is None:
-        raise ValueError(
-            f"Layer {layer.name!r} of class {layer.__class__.__name__} has "
-            "weights that nothing knows how to prune. Give it a "
-            "`get_prunable_weights()` method, or leave it unpruned. "
-            f"Supported: {registry.supported_layer_names()}. "
-            f"Received: layer={layer.__class__.__name__}"
-        )
+        found = registry.inventory(layer).candidates
     chosen = []
     for candidate in found:
         name = f"{layer.name}/{candidate.path}"
@@ -374,9 +383,3 @@ def _check_m_by_n(hparams: PruningHParams, name: str, weight: Any) -> None:
             f"{name!r} cannot be split into. Exclude it or use another "
             f"N. Received: shape={list(shape)}"
         )
-
-
-def weight_name(weight: Any, layer_name: str) -> str:
-    """Returns `<layer name>/<variable name>`: how the selection names a
-    weight of a layer that has no candidates."""
-    return f"{layer_name}/{weight.name}"

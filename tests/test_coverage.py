@@ -346,26 +346,39 @@ def test_nested_model_is_pruned_inside():
     )
 
 
-def test_subclassed_model_is_pruned_trained_and_stripped(tmp_path):
+def test_subclassed_model_is_pruned_trained_saved_and_stripped(tmp_path):
     model = SubclassedNet()
     x = _data((5,))
     reference = model(x)
     pruned = mp.prune_low_magnitude(model, pruning_schedule=_schedule())
-    assert isinstance(pruned, SubclassedNet) and pruned is not model
+    # Copied whole from its config and pruned in place inside one wrapper.
+    assert isinstance(pruned, mp.PrunedModel)
+    assert isinstance(pruned.inner, SubclassedNet)
+    assert pruned.inner is not model
     np.testing.assert_array_equal(pruned(x), reference)  # weights copied
+    # Sublayers with generated names (`dense_3`) are named by attribute.
     assert [e.name for e in mp.pruned_weights(pruned)] == [
-        f"{model.first.name}/kernel",
-        f"{model.blocks[0].name}/kernel",
-        f"{model.head.name}/kernel",
+        "subclassed_net/first/kernel",
+        "subclassed_net/blocks/0/kernel",
+        "subclassed_net/head/kernel",
     ]
     assert not mp.pruned_layers(model)  # the source is untouched
     _fit(pruned, x, np.zeros((8, 2)))
     _kept_exactly(pruned)
+    expected = pruned.predict(x, verbose=0)
+
+    # The pruned model itself saves and loads as `.keras`, masks included.
+    path = os.path.join(tmp_path, "pruned.keras")
+    pruned.save(path)
+    reloaded = keras.models.load_model(path)
+    assert isinstance(reloaded, mp.PrunedModel)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), expected)
+    for a, b in zip(mp.get_masks(reloaded), mp.get_masks(pruned), strict=True):
+        np.testing.assert_array_equal(a, b)
 
     stripped = mp.strip_pruning(pruned)
     assert isinstance(stripped, SubclassedNet)
     assert not mp.pruned_layers(stripped)
-    expected = pruned.predict(x, verbose=0)
     np.testing.assert_array_equal(stripped.predict(x, verbose=0), expected)
     path = os.path.join(tmp_path, "stripped.keras")
     stripped.save(path)
