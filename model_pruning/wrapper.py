@@ -280,6 +280,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # through Keras' call context.
         return self.layer(inputs, *args, **kwargs)
 
+    @property
+    def metrics(self) -> list:
+        # Keras' own rule for a model inside a model: the inner model's
+        # metrics belong to its own `compile` (a KerasHub task compiles
+        # itself in `__init__`), not to the model that trains it.
+        if isinstance(self.layer, keras.Model):
+            return list(self._metrics)
+        return super().metrics
+
     def compute_output_spec(self, inputs, *args, **kwargs):
         return self.layer.compute_output_spec(inputs, *args, **kwargs)
 

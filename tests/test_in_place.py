@@ -264,3 +264,30 @@ def test_layer_whose_config_cannot_recreate_it_gets_a_clear_error():
     model = keras.Model(inputs, NoConfig(2)(inputs))
     with pytest.raises(ValueError, match="NoConfig.*get_config"):
         mp.prune_low_magnitude(model)
+
+
+@keras.saving.register_keras_serializable(package="test_in_place")
+class SelfCompiling(TinyBackbone):
+    """Compiles itself in `__init__` with a metric, as KerasHub's tasks do."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.compile(optimizer="sgd", loss="mse", metrics=["mae"])
+
+
+def test_model_that_compiles_itself_trains_inside_the_wrapper(tmp_path):
+    pruned = mp.prune_low_magnitude(
+        SelfCompiling(name="tiny_backbone"), pruning_schedule=_schedule()
+    )
+    x, y = _tokens(), np.zeros((8, 6, 16))
+    # Its own (unbuilt) compile metrics are not the outer model's: fit and
+    # evaluate report only the outer model's loss.
+    _fit(pruned, x, y)
+    assert list(pruned.evaluate(x, y, verbose=0, return_dict=True)) == ["loss"]
+    path = os.path.join(tmp_path, "pruned.keras")
+    pruned.save(path)
+    reloaded = keras.models.load_model(path)
+    reloaded.fit(
+        x, y, batch_size=4, verbose=0, callbacks=[mp.UpdatePruningStep()]
+    )
+    _assert_at_target(reloaded, 0.75)
