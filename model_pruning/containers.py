@@ -1,11 +1,13 @@
-"""Find and replace the sublayers a subclassed model or custom layer holds.
+"""Strip a custom model or layer that wraps its own sublayers in `__init__`.
 
-A subclassed `keras.Model` (or a custom layer built from other layers) keeps
-its sublayers as attributes, or in lists of them, and calls them in its own
-`call`. `rebuild` makes a new instance from the container's config and puts
-transformed copies of the source's sublayers at the same attributes, so the
-container's `call` runs the copies (for instance `PruneLowMagnitude`
-wrappers) unchanged.
+A subclassed `keras.Model` (or custom layer) may create
+`PruneLowMagnitude` wrappers itself, in `__init__`, and keep them as
+attributes or in lists. Its config recreates the wrappers, so a stripped
+copy cannot come from the config alone: `rebuild` makes a new instance from
+the config and puts transformed copies (the stripped layers) at the same
+attributes, so the container's `call` runs them unchanged. Pruning never
+rebuilds containers this way: `prune_low_magnitude` copies them whole and
+prunes them in place (see `pruned_model.py`).
 """
 
 from collections.abc import Callable

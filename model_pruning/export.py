@@ -7,6 +7,7 @@ directory, as Keras' own LiteRT export does, with TFLite's builtin ops only.
 """
 
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -51,7 +52,10 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike) -> int:
 
 
 def export_tflite(
-    model: keras.Model, path: str | os.PathLike, sparse: bool = True
+    model: keras.Model,
+    path: str | os.PathLike,
+    sparse: bool = True,
+    select_tf_ops: bool = False,
 ) -> int:
     """Converts `model` to a TFLite (LiteRT) flatbuffer and writes it.
 
@@ -65,13 +69,20 @@ def export_tflite(
         path: File to write, usually ending in `.tflite`. Missing parent
             directories are created.
         sparse: Whether to encode sparse weights. Defaults to `True`.
+        select_tf_ops: Whether ops LiteRT has no builtin kernel for may run
+            as TensorFlow ("Flex") ops. KerasHub's Gemma and Llama need it
+            (their attention masks use a strided slice with a new axis). A
+            runtime then needs the Flex delegate (on Android the
+            `tensorflow-lite-select-tf-ops` dependency); TensorFlow 2.21's
+            pip interpreter does not link it. Defaults to `False`.
 
     Returns:
         The size in bytes of the written file.
 
     Raises:
-        ValueError: If `model` is not a Keras model or `sparse` is not a
-            bool.
+        ValueError: If `model` is not a Keras model, `sparse` or
+            `select_tf_ops` is not a bool, or the model needs TF ops and
+            `select_tf_ops` is `False` (nothing is written).
 
     Example:
 
@@ -80,11 +91,12 @@ def export_tflite(
     predictions = run_tflite("/tmp/pruned.tflite", x)
     ```
     """
-    if not isinstance(sparse, bool):
-        raise ValueError(
-            f"`sparse` must be a bool. Received: sparse={sparse!r}"
-        )
-    flatbuffer = _convert_to_tflite(_stripped(model), sparse)
+    for name, value in (("sparse", sparse), ("select_tf_ops", select_tf_ops)):
+        if not isinstance(value, bool):
+            raise ValueError(
+                f"`{name}` must be a bool. Received: {name}={value!r}"
+            )
+    flatbuffer = _convert_to_tflite(_stripped(model), sparse, select_tf_ops)
     path = str(path)
     parent = os.path.dirname(path)
     if parent:
@@ -148,13 +160,43 @@ def _stripped(model: Any) -> keras.Model:
     return model
 
 
-def _convert_to_tflite(model: keras.Model, sparse: bool) -> bytes:
+def _convert_to_tflite(
+    model: keras.Model, sparse: bool, select_tf_ops: bool = False
+) -> bytes:
     with tempfile.TemporaryDirectory() as saved_model_dir:
         model.export(saved_model_dir, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
         if sparse:
             converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        return converter.convert()
+        if select_tf_ops:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+                tf.lite.OpsSet.SELECT_TF_OPS,
+            ]
+        try:
+            return converter.convert()
+        # TF 2.21 has no public name for the converter's error class.
+        except Exception as error:
+            needed = _flex_ops_needed(str(error))
+            if select_tf_ops or not needed:
+                raise
+            raise ValueError(
+                f"Model {model.name!r} uses TensorFlow ops that LiteRT has no "
+                f"builtin kernel for: {', '.join(needed)}. Pass "
+                "`select_tf_ops=True` to export them as TF (Flex) ops; the "
+                "runtime then needs the Flex delegate. "
+                "Received: select_tf_ops=False"
+            ) from None
+
+
+def _flex_ops_needed(message: str) -> list[str]:
+    """The TF ops a converter error says need TF Select (Flex), if any."""
+    listed = re.search(r"TF Select ops: ([\w, ]+)", message)
+    names = (
+        set(listed.group(1).replace(" ", "").split(",")) if listed else set()
+    )
+    names.update(re.findall(r"'tf\.(\w+)' op is neither a custom op", message))
+    return sorted(name for name in names if name)
 
 
 def _directory_size(path: str) -> int:

