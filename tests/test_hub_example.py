@@ -14,7 +14,6 @@ The word-order data of `examples/text_data.py` is checked on its own too.
 import csv
 import importlib.util
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -29,6 +28,7 @@ sys.path.append(str(EXAMPLES))
 
 import reproduction_lib  # noqa: E402
 import text_data  # noqa: E402
+from example_runner import run_example  # noqa: E402
 
 SCRIPT = "hub_text_classifier.py"
 TARGET = 0.75  # Tiny mode's final sparsity.
@@ -48,29 +48,7 @@ LAYER_KERNELS = (
 
 def _run(output_dir: pathlib.Path, *flags: str) -> str:
     """Runs `examples/hub_text_classifier.py --mode=tiny`; its output."""
-    command = [
-        sys.executable,
-        str(EXAMPLES / SCRIPT),
-        "--mode=tiny",
-        f"--output_dir={output_dir}",
-        "--noverbose",
-        *flags,
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, (
-        f"{' '.join(command)} exited with {done.returncode}:\n"
-        f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    )
-    return done.stdout
+    return run_example(SCRIPT, output_dir, *flags)
 
 
 def _eq1(step: int) -> float:
