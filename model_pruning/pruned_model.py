@@ -51,8 +51,12 @@ class PrunedModel(keras.Model):
         """The wrapped model (its weights masked in place)."""
         return self.pruned.layer
 
-    def call(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        return self.pruned(inputs, *args, **kwargs)
+    def call(
+        self, inputs: Any, *args: Any, training: Any = None, **kwargs: Any
+    ) -> Any:
+        # `training` is named so that Keras passes it: the wrapper raises
+        # when it trains with nothing updating its masks.
+        return self.pruned(inputs, *args, training=training, **kwargs)
 
     def compute_output_spec(self, inputs: Any, *args: Any, **kwargs: Any):
         return self.pruned.compute_output_spec(inputs, *args, **kwargs)

@@ -291,3 +291,12 @@ def test_model_that_compiles_itself_trains_inside_the_wrapper(tmp_path):
         x, y, batch_size=4, verbose=0, callbacks=[mp.UpdatePruningStep()]
     )
     _assert_at_target(reloaded, 0.75)
+
+
+def test_pruned_model_without_mask_updates_raises_in_fit():
+    pruned = mp.prune_low_magnitude(
+        TinyBackbone(name="tiny_backbone"), pruning_schedule=_schedule()
+    )
+    pruned.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match="UpdatePruningStep"):
+        pruned.fit(_tokens(), np.zeros((8, 6, 16)), verbose=0)
