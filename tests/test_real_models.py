@@ -466,6 +466,16 @@ def _check_coverage(pruned):
     assert covered >= MIN_COVERAGE * total, (
         f"pruned {covered} of {total} kernel parameters; not pruned: {left}"
     )
+    trainable = {id(w): w for w in pruned.trainable_weights}.values()
+    all_pruned = sum(_size(w) for w in trainable if id(w) in pruned_ids)
+    all_size = sum(_size(w) for w in trainable)
+    # The README's table (`pytest -s tests/test_real_models.py`).
+    print(
+        f"{len(entries)} pruned weights; kernel parameters pruned "
+        f"{covered:,} / {total:,} ({covered / total:.1%}); all trainable "
+        f"parameters pruned {all_pruned / all_size:.1%}; kernels left: "
+        f"{left}"
+    )
 
 
 def _expected_kept(entry):
