@@ -16,18 +16,7 @@ from typing import Any
 
 import keras
 
-_keras_attributes: frozenset[str] = frozenset()
-
-
-def _is_keras_attribute(name: str) -> bool:
-    """Whether Keras itself sets `name` on layers and models (`_layers`,
-    `_tracked`, ...): bookkeeping, never a user's sublayer."""
-    global _keras_attributes
-    if not _keras_attributes:
-        _keras_attributes = frozenset(vars(keras.layers.Layer())) | frozenset(
-            vars(keras.Model())
-        )
-    return name in _keras_attributes
+from model_pruning import registry
 
 
 def sublayer_slots(layer: keras.layers.Layer) -> Iterator[tuple[str, Any]]:
@@ -36,7 +25,7 @@ def sublayer_slots(layer: keras.layers.Layer) -> Iterator[tuple[str, Any]]:
     `value` is a layer, or a list or tuple whose items are all layers.
     """
     for name, value in vars(layer).items():
-        if _is_keras_attribute(name):
+        if name in registry.bookkeeping_attributes():
             continue
         if isinstance(value, keras.layers.Layer):
             yield name, value

@@ -185,7 +185,7 @@ class Inventory(NamedTuple):
 
     Attributes:
         candidates: Prunable weights, paths relative to the walked layer
-            (`"transformer_layer_0/self_attention/query/kernel"`).
+            (`"transformer_layer_0/self_attention_layer/query/kernel"`).
         unknown: Trainable weights that are neither candidates nor
             parameters that are never pruned.
     """
@@ -283,7 +283,7 @@ def _sublayer_names(
     # A graph model's layer names are in its config, so they are stable.
     if not isinstance(layer, (keras.Sequential, keras.src.models.Functional)):
         for attribute, value in vars(layer).items():
-            if attribute in _bookkeeping_attributes():
+            if attribute in bookkeeping_attributes():
                 continue
             if isinstance(value, keras.layers.Layer):
                 attributes.setdefault(id(value), attribute)
@@ -313,13 +313,16 @@ def _snake_case(name: str) -> str:
 _BOOKKEEPING: list[frozenset[str]] = []
 
 
-def _bookkeeping_attributes() -> frozenset[str]:
-    """Attributes Keras sets on every layer (`_layers`, `_tracked`, ...),
-    which also hold sublayers; read once from a bare layer."""
+def bookkeeping_attributes() -> frozenset[str]:
+    """Attributes Keras itself sets on every layer and model (`_layers`,
+    `_tracked`, ...), some of which hold sublayers: never a user's
+    sublayer attribute. Read once from a bare layer and a bare model."""
     if not _BOOKKEEPING:
-        # A given name: no auto-name counter is used up.
-        probe = keras.layers.Layer(name="model_pruning_probe")
-        _BOOKKEEPING.append(frozenset(vars(probe)))
+        # Given names: no auto-name counter is used up, so users' default
+        # layer names do not shift.
+        layer = keras.layers.Layer(name="model_pruning_probe")
+        model = keras.Model(name="model_pruning_probe_model")
+        _BOOKKEEPING.append(frozenset(vars(layer)) | frozenset(vars(model)))
     return _BOOKKEEPING[0]
 
 
