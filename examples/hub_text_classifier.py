@@ -512,7 +512,7 @@ def main(argv: list[str]) -> None:
             "test": len(task.test),
         },
         "vocab_size": task.vocab_size,
-        "schedule": schedule.get_config(),
+        "schedule": schedule.get_config()["config"],
         "models": models,
         "weights": weights,
         "pruned_weight_sparsity": pruned_weight_sparsity,

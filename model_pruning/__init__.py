@@ -16,7 +16,10 @@ from model_pruning.export import run_tflite
 from model_pruning.hparams import NO_END_STEP
 from model_pruning.hparams import PruningHParams
 from model_pruning.hparams import get_pruning_hparams
+from model_pruning.policies import PruneForLatencyOnXNNPack
+from model_pruning.policies import PruningPolicy
 from model_pruning.prune import prune_low_magnitude
+from model_pruning.prune import prune_scope
 from model_pruning.prune import strip_pruning
 from model_pruning.pruned_model import PrunedModel
 from model_pruning.pruning import Pruning
@@ -55,11 +58,13 @@ __all__ = [
     "NO_END_STEP",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
     "PrunedModel",
     "PrunedWeight",
     "Pruning",
     "PruningHParams",
+    "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
     "SizeCounts",
@@ -82,6 +87,7 @@ __all__ = [
     "overhead_mb",
     "print_sparsity_report",
     "prune_low_magnitude",
+    "prune_scope",
     "pruned_layers",
     "pruned_weights",
     "quantization_error",

@@ -23,6 +23,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
     and a fit resumed from it makes that update first: resumed and
     uninterrupted runs agree exactly.
 
+    In a custom training loop, tfmot's recipe works as it is:
+    `set_model(model)` (with `model.optimizer` set), `on_train_begin()`,
+    then `on_train_batch_begin(batch=-1)` before each step and
+    `on_epoch_end(batch=-1)` after each epoch.
+
     Raises:
         ValueError: At the start of `fit` if the model has no pruned layers.
     """
@@ -45,6 +50,30 @@ class UpdatePruningStep(keras.callbacks.Callback):
         if self._pruning.any_update_due():
             self._pruning.conditional_mask_update_op()
 
+    def on_epoch_end(
+        self,
+        epoch: int | None = None,
+        logs: dict | None = None,
+        batch: int | None = None,
+    ) -> None:
+        """In a custom loop, runs the update due after the epoch's last step.
+
+        tfmot's custom training loops call `on_epoch_end(batch=-1)` after
+        each epoch, and never `on_train_end`: called with `batch`, it makes
+        the update due. In `fit` (no `batch`) it does nothing: the next
+        batch, or the end of `fit`, makes that update, so a checkpoint saved
+        at the epoch's end holds the state before it, whatever the order of
+        the callbacks.
+
+        Args:
+            epoch: The epoch, unused. Defaults to `None`.
+            logs: Unused. Defaults to `None`.
+            batch: Given by tfmot's custom-loop recipe (its value is
+                unused). Defaults to `None`.
+        """
+        if batch is not None:
+            self._pruning.conditional_mask_update_op()
+
     def on_train_end(self, logs: dict | None = None) -> None:
         self._pruning.conditional_mask_update_op()
 
@@ -55,7 +84,9 @@ class PruningSummaries(keras.callbacks.Callback):
     Scalars: the schedule's target sparsity and last update step per hparams
     name, and for every pruned weight its target sparsity, mask sparsity and
     threshold (see `Pruning.add_pruning_summaries`). They go to
-    `<log_dir>/metrics`, as tfmot wrote them.
+    `<log_dir>/metrics`, as tfmot wrote them. In `fit` they are written at
+    each epoch's end; in a custom loop, at each call of `on_epoch_begin` or
+    `on_epoch_end` (after `set_model`), as tfmot's recipe makes them.
 
     Args:
         log_dir: Directory of the TensorBoard logs.
@@ -87,8 +118,39 @@ class PruningSummaries(keras.callbacks.Callback):
         self.update_freq = update_freq
         self._writer = None
         self._pruning: Pruning | None = None
+        self._in_fit = False
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._start()
+        self._in_fit = True
+
+    def on_train_batch_begin(
+        self, batch: int, logs: dict | None = None
+    ) -> None:
+        if self.update_freq != "epoch" and batch % self.update_freq == 0:
+            self._write()
+
+    def on_epoch_begin(
+        self, epoch: int | None = None, logs: dict | None = None
+    ) -> None:
+        # tfmot's custom-loop recipe calls only `on_epoch_begin`.
+        if not self._in_fit:
+            self._write()
+
+    def on_epoch_end(
+        self,
+        epoch: int | None = None,
+        logs: dict | None = None,
+        batch: int | None = None,
+    ) -> None:
+        self._write()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._in_fit = False
+        if self._writer is not None:
+            self._writer.flush()
+
+    def _start(self) -> None:
         self._pruning = _pruning_for(
             self.model, self._pruning, updates_masks=False
         )
@@ -97,22 +159,12 @@ class PruningSummaries(keras.callbacks.Callback):
                 os.path.join(self.log_dir, "metrics")
             )
 
-    def on_train_batch_begin(
-        self, batch: int, logs: dict | None = None
-    ) -> None:
-        if self.update_freq != "epoch" and batch % self.update_freq == 0:
-            self._write()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._write()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
     def _write(self) -> None:
+        if self._pruning is None or self._pruning.model is not self.model:
+            self._start()  # A custom loop need not call `on_train_begin`.
         with self._writer.as_default():
             self._pruning.add_pruning_summaries()
+        self._writer.flush()
 
 
 def _pruning_for(

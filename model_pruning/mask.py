@@ -229,11 +229,13 @@ def m_by_n_mask(magnitudes: tf.Tensor, zeros: int, group: int) -> tf.Tensor:
 
     Groups are `group` consecutive entries along axis -2 (the input dimension
     of a Dense or convolution kernel). Exactly `group - zeros` entries of each
-    group are kept; among equal magnitudes the lower index wins.
+    group are kept; among equal magnitudes the lower index wins. When axis
+    -2 is not a multiple of `group`, it is padded with zeros to one (as
+    tfmot does): the padding counts among the pruned entries of the last
+    group, so the padded weight is exactly N:M.
 
     Args:
-        magnitudes: Non-negative tensor of rank at least 2 whose axis -2 is a
-            multiple of `group`.
+        magnitudes: Non-negative tensor of rank at least 2.
         zeros: `M`, the zeros per group.
         group: `N`, the group size.
 
@@ -241,19 +243,23 @@ def m_by_n_mask(magnitudes: tf.Tensor, zeros: int, group: int) -> tf.Tensor:
         A mask of `magnitudes`' shape and dtype.
 
     Raises:
-        ValueError: If the rank or axis -2 does not fit.
+        ValueError: If the rank is below 2.
     """
     shape = magnitudes.shape
-    if shape.rank < 2 or shape[-2] % group:
+    if shape.rank < 2:
         raise ValueError(
-            f"N:M sparsity needs a weight of rank >= 2 whose axis -2 is a "
-            f"multiple of N={group}. Received: shape={shape.as_list()}"
+            "N:M sparsity needs a weight of rank >= 2 (groups run along "
+            f"axis -2). Received: shape={shape.as_list()}"
         )
     rank = shape.rank
-    # Move axis -2 last, split it into groups, pick per group.
+    # Move axis -2 last, pad it to whole groups, split it, pick per group.
     perm = list(range(rank - 2)) + [rank - 1, rank - 2]
     moved = tf.transpose(magnitudes, perm)
-    grouped = tf.reshape(moved, moved.shape[:-1] + [shape[-2] // group, group])
+    padding = -shape[-2] % group
+    padded = tf.pad(moved, [[0, 0]] * (rank - 1) + [[0, padding]])
+    groups = (shape[-2] + padding) // group
+    grouped = tf.reshape(padded, moved.shape[:-1] + [groups, group])
     kept = tf.math.top_k(grouped, k=group - zeros, sorted=False).indices
     mask = tf.reduce_sum(tf.one_hot(kept, group, dtype=magnitudes.dtype), -2)
-    return tf.transpose(tf.reshape(mask, moved.shape), perm)
+    mask = tf.reshape(mask, padded.shape)[..., : shape[-2]]
+    return tf.transpose(mask, perm)

@@ -18,11 +18,15 @@ import keras
 from model_pruning import accessors
 from model_pruning import containers
 from model_pruning import registry
+from model_pruning._compat import node_making
+from model_pruning.arguments import resolve_hparams
 from model_pruning.hparams import PruningHParams
 from model_pruning.hparams import unmatched_map_entries
 from model_pruning.mask import apply_mask
+from model_pruning.policies import PruningPolicy
 from model_pruning.pruned_model import PrunedModel
 from model_pruning.schedule import ConstantSparsity
+from model_pruning.schedule import PolynomialDecay
 from model_pruning.schedule import PruningSchedule
 from model_pruning.wrapper import PruneLowMagnitude
 from model_pruning.wrapper import check_patterns
@@ -41,6 +45,7 @@ def prune_low_magnitude(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     policy: Callable[[keras.layers.Layer], Any] | None = None,
+    pruning_policy: PruningPolicy | None = None,
     layer_args: dict[str, dict[str, Any]] | None = None,
     unsupported: str = "raise",
     **kwargs: Any,
@@ -101,6 +106,10 @@ def prune_low_magnitude(
             `False` or `None` to leave it unpruned, `True` to prune it as
             configured, or a dict of per-layer arguments (as `layer_args`).
             Defaults to `None`.
+        pruning_policy: A `PruningPolicy` (tfmot's argument), such as
+            `PruneForLatencyOnXNNPack()`: it checks the model first
+            (`ensure_model_supports_pruning`), then only layers it allows
+            (`allow_pruning`) are pruned. Models only. Defaults to `None`.
         layer_args: Per-layer arguments by exact layer name: dicts with any
             of `pruning_schedule`, `block_size`, `block_pooling_type`,
             `sparsity_m_by_n`, `hparams`, `include`, `exclude`. Defaults to
@@ -130,7 +139,7 @@ def prune_low_magnitude(
     ```
     """
     settings = _Settings(
-        spec=_resolve_hparams(
+        spec=resolve_hparams(
             pruning_schedule,
             block_size,
             block_pooling_type,
@@ -151,6 +160,14 @@ def prune_low_magnitude(
         raise ValueError(
             f"`policy` must be callable. Received: policy={policy!r}"
         )
+    if pruning_policy is not None and not isinstance(
+        pruning_policy, PruningPolicy
+    ):
+        raise ValueError(
+            "`pruning_policy` must be a PruningPolicy such as "
+            "PruneForLatencyOnXNNPack(). "
+            f"Received: pruning_policy={pruning_policy!r}"
+        )
     layer_settings = _layer_settings(layer_args or {}, settings)
     if isinstance(to_prune, keras.Model):
         if kwargs:
@@ -158,12 +175,16 @@ def prune_low_magnitude(
                 "Extra keyword arguments apply to a single layer only. "
                 f"Received: {sorted(kwargs)} with a model"
             )
-        chooser = _Chooser(settings, policy, layer_settings, unsupported)
+        if pruning_policy is not None:
+            pruning_policy.ensure_model_supports_pruning(to_prune)
+        chooser = _Chooser(
+            settings, policy, layer_settings, unsupported, pruning_policy
+        )
         return _prune_model(to_prune, chooser)
-    if layer_args or policy is not None:
+    if layer_args or policy is not None or pruning_policy is not None:
         raise ValueError(
-            "`policy` and `layer_args` choose layers of a model. Received: "
-            f"to_prune={to_prune.__class__.__name__}"
+            "`policy`, `pruning_policy` and `layer_args` choose layers of a "
+            f"model. Received: to_prune={to_prune.__class__.__name__}"
         )
     if isinstance(to_prune, (list, tuple)):
         return [settings.wrap(layer, **kwargs) for layer in to_prune]
@@ -213,7 +234,8 @@ def strip_pruning(model: Any) -> Any:
             stacklevel=2,
         )
         return model
-    _check_built(model)
+    if type(model) is not keras.Sequential:
+        _check_built(model)
     stripped = _strip_nested(model)
     if stripped is None:
         raise ValueError(
@@ -225,6 +247,34 @@ def strip_pruning(model: Any) -> Any:
     return stripped
 
 
+def prune_scope() -> keras.saving.CustomObjectScope:
+    """Returns tfmot's scope for loading models that hold pruning wrappers.
+
+    `PruneLowMagnitude`, `PrunedModel` and the schedules are registered
+    Keras serializables, so `keras.models.load_model` and
+    `keras.models.model_from_config` find them without any scope; this
+    scope exists so that tfmot code that uses it runs unchanged.
+
+    Returns:
+        A `keras.saving.CustomObjectScope` naming the library's classes.
+
+    Example:
+
+    ```python
+    with prune_scope():
+        model = keras.models.load_model("pruned.keras")
+    ```
+    """
+    return keras.saving.CustomObjectScope(
+        {
+            "PruneLowMagnitude": PruneLowMagnitude,
+            "PrunedModel": PrunedModel,
+            "PolynomialDecay": PolynomialDecay,
+            "ConstantSparsity": ConstantSparsity,
+        }
+    )
+
+
 class _Settings(NamedTuple):
     """How one layer is pruned: its hparams and weight selection."""
 
@@ -234,7 +284,11 @@ class _Settings(NamedTuple):
 
     def wrap(self, layer: keras.layers.Layer, **kwargs: Any):
         return PruneLowMagnitude(
-            layer, self.spec, self.include, self.exclude, **kwargs
+            layer,
+            hparams=self.spec,
+            include=self.include,
+            exclude=self.exclude,
+            **kwargs,
         )
 
     def selects(
@@ -269,7 +323,7 @@ def _override(settings: _Settings, args: Any, where: str) -> _Settings:
     spec = settings.spec
     schedule_args = set(args) - {"include", "exclude"}
     if schedule_args:
-        spec = _resolve_hparams(
+        spec = resolve_hparams(
             args.get("pruning_schedule"),
             args.get("block_size", (1, 1)),
             args.get("block_pooling_type", "AVG"),
@@ -314,8 +368,10 @@ class _Chooser:
         policy: Callable | None,
         layer_settings: dict[str, _Settings],
         unsupported: str,
+        pruning_policy: PruningPolicy | None = None,
     ):
         self.settings = settings
+        self.pruning_policy = pruning_policy
         self.policy = policy
         self.layer_settings = layer_settings
         self.unsupported = unsupported
@@ -334,19 +390,24 @@ class _Chooser:
         ):
             return _copy_layer(layer)
         self.seen_names.add(layer.name)
+        if _is_graph(layer) and (layer.trainable_weights or not layer.built):
+            return _clone(layer, self)
+        if not layer.built:
+            # In an unbuilt Sequential: chosen by class; the wrapper checks
+            # the selection when the model is built.
+            if not registry.prunes_by_default(layer):
+                return _copy_layer(layer)
+            settings = self._settings_for(layer)
+            return (
+                _copy_layer(layer)
+                if settings is None
+                else settings.wrap(_copy_layer(layer))
+            )
         if not layer.trainable_weights:
             return _copy_layer(layer)
-        if _is_graph(layer):
-            return _clone(layer, self)
-        settings = self.layer_settings.get(layer.name, self.settings)
-        if self.policy is not None:
-            decision = self.policy(layer)
-            if decision is None or decision is False:
-                return _copy_layer(layer)
-            if decision is not True:
-                settings = _override(
-                    settings, decision, f"policy({layer.name!r})"
-                )
+        settings = self._settings_for(layer)
+        if settings is None:
+            return _copy_layer(layer)
         found = registry.inventory(layer)
         unknown = [
             weight
@@ -361,6 +422,23 @@ class _Chooser:
         if not settings.selects(layer, found.candidates):
             return _copy_layer(layer)
         return settings.wrap(_copy_layer(layer))
+
+    def _settings_for(self, layer: keras.layers.Layer) -> _Settings | None:
+        """Returns how `layer` is pruned (`layer_args`, then `policy`), or
+        `None` when `pruning_policy` or `policy` leaves it unpruned."""
+        if self.pruning_policy is not None and not (
+            self.pruning_policy.allow_pruning(layer)
+        ):
+            return None
+        settings = self.layer_settings.get(layer.name, self.settings)
+        if self.policy is None:
+            return settings
+        decision = self.policy(layer)
+        if decision is None or decision is False:
+            return None
+        if decision is True:
+            return settings
+        return _override(settings, decision, f"policy({layer.name!r})")
 
     def _unsupported(
         self, layer: keras.layers.Layer, unknown: list[registry.UnknownWeight]
@@ -408,80 +486,10 @@ def _check_built(model: keras.Model) -> None:
         )
 
 
-def _resolve_hparams(
-    pruning_schedule: Any,
-    block_size: Any,
-    block_pooling_type: str,
-    hparams: Any,
-    sparsity_m_by_n: Any = None,
-    pruning_scheme: str | None = None,
-) -> PruningHParams:
-    if hparams is not None:
-        if pruning_schedule is not None:
-            raise ValueError(
-                "Pass either `pruning_schedule` or `hparams`, not both. "
-                f"Received: pruning_schedule={pruning_schedule!r}"
-            )
-        if (
-            tuple(block_size) != (1, 1)
-            or block_pooling_type != "AVG"
-            or sparsity_m_by_n is not None
-            or pruning_scheme is not None
-        ):
-            raise ValueError(
-                "With `hparams`, set block_height, block_width, "
-                "block_pooling_function, sparsity_m_by_n and pruning_scheme "
-                f"in the hparams. Received: block_size={block_size!r}, "
-                f"block_pooling_type={block_pooling_type!r}, "
-                f"sparsity_m_by_n={sparsity_m_by_n!r}, "
-                f"pruning_scheme={pruning_scheme!r}"
-            )
-        if not isinstance(hparams, PruningHParams):
-            raise TypeError(
-                "`hparams` must be a PruningHParams. "
-                f"Received: hparams={hparams!r}"
-            )
-        return hparams
-    if pruning_schedule is None:
-        pruning_schedule = ConstantSparsity(0.5, begin_step=0)
-    if not isinstance(pruning_schedule, PruningSchedule):
-        raise ValueError(
-            "`pruning_schedule` must be a PruningSchedule such as "
-            "PolynomialDecay or ConstantSparsity. "
-            f"Received: pruning_schedule={pruning_schedule!r}"
-        )
-    if (
-        not isinstance(block_size, (list, tuple))
-        or len(block_size) != 2
-        or not all(isinstance(d, int) for d in block_size)
-    ):
-        raise ValueError(
-            "`block_size` must be a pair of integers. "
-            f"Received: block_size={block_size!r}"
-        )
-    m_by_n = ""
-    if sparsity_m_by_n is not None:
-        if (
-            not isinstance(sparsity_m_by_n, (list, tuple))
-            or len(sparsity_m_by_n) != 2
-            or not all(isinstance(d, int) for d in sparsity_m_by_n)
-        ):
-            raise ValueError(
-                "`sparsity_m_by_n` must be a pair of integers (M, N). "
-                f"Received: sparsity_m_by_n={sparsity_m_by_n!r}"
-            )
-        m_by_n = f"{sparsity_m_by_n[0]}:{sparsity_m_by_n[1]}"
-    return pruning_schedule.to_hparams().override(
-        block_height=block_size[0],
-        block_width=block_size[1],
-        block_pooling_function=block_pooling_type,
-        sparsity_m_by_n=m_by_n,
-        pruning_scheme=pruning_scheme or "uniform",
-    )
-
-
 def _prune_model(model: keras.Model, chooser: _Chooser) -> keras.Model:
-    _check_built(model)
+    if type(model) is not keras.Sequential:
+        # An unbuilt Sequential is cloned unbuilt, and built on first call.
+        _check_built(model)
     if _is_graph(model):
         pruned = _clone(model, chooser)
     else:
@@ -498,6 +506,8 @@ def _prune_model(model: keras.Model, chooser: _Chooser) -> keras.Model:
             f"have: {missing}. Received: layer_args keys "
             f"{sorted(chooser.layer_settings)}"
         )
+    if not pruned.built:
+        return pruned  # Maps are checked against names once it is built.
     names = [entry.name for entry in accessors.pruned_weights(pruned)]
     specs = {layer.hparams for layer in accessors.pruned_layers(pruned)}
     for spec in specs:
@@ -517,10 +527,25 @@ def _clone(model: keras.Model, clone_function) -> keras.Model:
     an optimizer whose state a saved file would carry. The clone is left
     uncompiled: compile it to train or evaluate.
     """
+    inputs = None
+    if type(model) is not keras.Sequential:
+        # Keras names the clone's inputs after the input tensors
+        # ("keras_tensor_3"), not their layers: keep the layers' names.
+        inputs = keras.tree.map_structure(
+            lambda x: keras.Input(
+                batch_shape=x.shape,
+                dtype=x.dtype,
+                sparse=x.sparse,
+                name=node_making(x)[0].name,
+            ),
+            model.input,
+        )
     compiled = model.compiled
     model.compiled = False  # Restored below; read only by `clone_model`.
     try:
-        return keras.models.clone_model(model, clone_function=clone_function)
+        return keras.models.clone_model(
+            model, input_tensors=inputs, clone_function=clone_function
+        )
     finally:
         model.compiled = compiled
 
@@ -574,6 +599,8 @@ def _from_own_config(layer: keras.layers.Layer) -> keras.layers.Layer:
 def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
     """Returns a copy of the wrapped layer with masks folded into weights."""
     inner = wrapper.layer
+    if not wrapper.built:
+        return _copy_layer(inner)  # No weights yet, nothing to fold in.
     masks = {id(e.weight): e.mask for e in wrapper.pruned_weights}
     values = [
         keras.ops.convert_to_numpy(

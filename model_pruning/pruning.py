@@ -103,6 +103,7 @@ class Pruning:
         if updates_masks:
             for layer in layers:
                 layer.has_mask_updater = True
+                layer.step_source = self.global_step
         self._scheme = scheme
         self._xla = bool(xla)
         self._delays = [

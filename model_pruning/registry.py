@@ -166,6 +166,36 @@ def is_supported(layer: keras.layers.Layer) -> bool:
     return bool(inventory(layer).candidates)
 
 
+def prunes_by_default(layer: keras.layers.Layer) -> bool:
+    """Whether an unbuilt `layer`'s class has weights pruned by default.
+
+    For layers of an unbuilt model, chosen before they have weights: a
+    supported kernel layer with default candidates (not a depthwise
+    convolution), any other supported kind, or a class Keras does not
+    define (the wrapper checks it when built).
+    """
+    if callable(getattr(layer, "get_prunable_weights", None)):
+        return True
+    for cls, defaults, _ in _KERNEL_LAYERS:
+        if isinstance(layer, cls):
+            return bool(defaults)
+    return is_supported(layer)
+
+
+def may_pass_through(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` may be wrapped although it has nothing to prune.
+
+    tfmot wraps layers such as `Dropout`, `MaxPooling2D` and
+    `BatchNormalization` as pass-throughs. A built layer qualifies when a
+    walk finds neither candidates nor unknown trainable weights; an unbuilt
+    one when Keras defines its class (the wrapper checks again at build).
+    """
+    if not layer.built:
+        return _defined_by_keras(layer)
+    found = inventory(layer)
+    return not found.candidates and not found.unknown
+
+
 class UnknownWeight(NamedTuple):
     """A trainable weight nothing knows how to prune.
 

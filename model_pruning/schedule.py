@@ -88,6 +88,38 @@ def update_is_due(
     )
 
 
+def due_at(hparams: PruningHParams, step: Any) -> tf.Tensor:
+    """Whether masks update at `step` in a run that took every step.
+
+    `should_update_masks` with the last update step it would have seen: the
+    first update is at `u0 = max(begin_pruning_step, pruning_frequency)`
+    (the last update step starts at 0), then every `pruning_frequency`
+    steps up to `end_pruning_step`, and at `end_pruning_step` itself:
+
+    ```
+    due = (step >= u0 and (step - u0) % pruning_frequency == 0
+           and (end == -1 or step <= end)) or step == end
+    ```
+
+    Args:
+        hparams: The `PruningHParams` with the update window and frequency.
+        step: The global step, a Python int or an integer scalar tensor.
+
+    Returns:
+        A boolean scalar tensor.
+    """
+    step = tf.cast(step, tf.int64)
+    frequency = hparams.pruning_frequency
+    first = max(hparams.begin_pruning_step, frequency)
+    on_grid = tf.logical_and(
+        step >= first, tf.math.floormod(step - first, frequency) == 0
+    )
+    end = hparams.end_pruning_step
+    if end == NO_END_STEP:
+        return on_grid
+    return tf.logical_or(tf.logical_and(on_grid, step <= end), step == end)
+
+
 def _update_rule(hparams: PruningHParams, step, last, both, either):
     """Contrib's update rule plus the catch-up, for tensors or integers."""
     begun = step >= hparams.begin_pruning_step
@@ -108,6 +140,8 @@ class PruningSchedule:
     the one internal representation, `sparsity(step)` and
     `should_prune(step, last_update_step)` evaluate the pure schedule
     functions, and `get_config()` / `from_config()` mirror each other.
+    Calling it, `schedule(step)`, gives tfmot's `(should_prune, sparsity)`
+    pair.
     """
 
     def to_hparams(self) -> PruningHParams:
@@ -115,6 +149,22 @@ class PruningSchedule:
             f"Schedule '{self.__class__.__name__}' must override "
             "`to_hparams(self)`."
         )
+
+    def __call__(self, step: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns `(should_prune, sparsity)` at `step`, as tfmot's do.
+
+        `should_prune` is the masks' update rule for a run that reached
+        `step` one step at a time (see `due_at`); `sparsity` is the target
+        at `step`.
+
+        Args:
+            step: The global step, a Python int or an integer scalar tensor.
+
+        Returns:
+            A boolean scalar tensor and a float32 scalar tensor.
+        """
+        hparams = self.to_hparams()
+        return due_at(hparams, step), target_sparsity(hparams, step)
 
     def sparsity(self, step: Any) -> tf.Tensor:
         """Returns the target sparsity at `step`."""
@@ -125,13 +175,36 @@ class PruningSchedule:
         return should_update_masks(self.to_hparams(), step, last_update_step)
 
     def get_config(self) -> dict[str, Any]:
+        """Returns tfmot's form: `{"class_name": ..., "config": {...}}`.
+
+        The inner dict holds the constructor arguments.
+        """
+        return {
+            "class_name": self.__class__.__name__,
+            "config": self._arguments(),
+        }
+
+    def _arguments(self) -> dict[str, Any]:
         raise NotImplementedError(
             f"Schedule '{self.__class__.__name__}' must override "
-            "`get_config(self)`."
+            "`_arguments(self)` (its constructor arguments)."
         )
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "PruningSchedule":
+        """Rebuilds a schedule from `get_config()` or from its inner dict.
+
+        Raises:
+            ValueError: If `config` names another schedule class.
+        """
+        if set(config) == {"class_name", "config"}:
+            if config["class_name"] != cls.__name__:
+                raise ValueError(
+                    f"A {cls.__name__} config cannot rebuild a "
+                    f"{config['class_name']}. Received: "
+                    f"class_name={config['class_name']!r}"
+                )
+            config = config["config"]
         return cls(**config)
 
     def __eq__(self, other: object) -> bool:
@@ -141,7 +214,8 @@ class PruningSchedule:
         )
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        config = self.get_config().get("config", {})
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{self.__class__.__name__}({args})"
 
 
@@ -162,7 +236,9 @@ class PolynomialDecay(PruningSchedule):
         initial_sparsity: Sparsity at `begin_step`, in `[0, 1)`.
         final_sparsity: Sparsity at and after `end_step`, in `[0, 1)`.
         begin_step: First step of pruning, `>= 0`.
-        end_step: Step where `final_sparsity` is reached, `> begin_step`.
+        end_step: Step where `final_sparsity` is reached, `>= begin_step`
+            (equal: `final_sparsity` from `begin_step` on, as
+            `ConstantSparsity(final_sparsity, begin_step, begin_step + 1)`).
         power: Exponent of the polynomial. Defaults to `3`.
         frequency: Steps between mask updates, `>= 1`. Defaults to `100`.
 
@@ -191,10 +267,18 @@ class PolynomialDecay(PruningSchedule):
         self.end_step = end_step
         self.power = power
         self.frequency = frequency
-        _check_schedule_args(self.get_config())
+        _check_schedule_args(self._arguments())
         self.to_hparams()
 
     def to_hparams(self) -> PruningHParams:
+        if self.end_step == self.begin_step:
+            # No time to rise: the final sparsity at once (eq. (1) at p=1).
+            return ConstantSparsity(
+                self.final_sparsity,
+                self.begin_step,
+                self.end_step,
+                self.frequency,
+            ).to_hparams()
         return PruningHParams(
             begin_pruning_step=self.begin_step,
             end_pruning_step=self.end_step,
@@ -206,7 +290,7 @@ class PolynomialDecay(PruningSchedule):
             sparsity_function_exponent=float(self.power),
         )
 
-    def get_config(self) -> dict[str, Any]:
+    def _arguments(self) -> dict[str, Any]:
         return {
             "initial_sparsity": self.initial_sparsity,
             "final_sparsity": self.final_sparsity,
@@ -224,8 +308,9 @@ class ConstantSparsity(PruningSchedule):
     Args:
         target_sparsity: The sparsity, in `[0, 1)`.
         begin_step: First step of pruning, `>= 0`.
-        end_step: Last step of pruning; `-1` prunes until training stops.
-            Defaults to `-1`.
+        end_step: Last step of pruning, `>= begin_step` (equal: the window
+            ends at `begin_step + 1`, as contrib's hparams need an end after
+            the begin); `-1` prunes until training stops. Defaults to `-1`.
         frequency: Steps between mask updates, `>= 1`. Defaults to `100`.
 
     Raises:
@@ -243,13 +328,17 @@ class ConstantSparsity(PruningSchedule):
         self.begin_step = begin_step
         self.end_step = end_step
         self.frequency = frequency
-        _check_schedule_args(self.get_config())
+        _check_schedule_args(self._arguments())
         self.to_hparams()
 
     def to_hparams(self) -> PruningHParams:
+        end = self.end_step
+        if end == self.begin_step:
+            # Contrib's window needs an end after its begin: one more step.
+            end = self.begin_step + 1
         return PruningHParams(
             begin_pruning_step=self.begin_step,
-            end_pruning_step=self.end_step,
+            end_pruning_step=end,
             pruning_frequency=self.frequency,
             initial_sparsity=float(self.target_sparsity),
             target_sparsity=float(self.target_sparsity),
@@ -257,7 +346,7 @@ class ConstantSparsity(PruningSchedule):
             sparsity_function_end_step=self.begin_step + 1,
         )
 
-    def get_config(self) -> dict[str, Any]:
+    def _arguments(self) -> dict[str, Any]:
         return {
             "target_sparsity": self.target_sparsity,
             "begin_step": self.begin_step,
@@ -293,10 +382,10 @@ def _check_schedule_args(config: dict[str, Any]) -> None:
             f"Received: frequency={config['frequency']}"
         )
     end = config["end_step"]
-    if end != NO_END_STEP and end <= config["begin_step"] or end < NO_END_STEP:
+    if end != NO_END_STEP and end < config["begin_step"] or end < NO_END_STEP:
         raise ValueError(
-            "`end_step` must be after `begin_step` (or -1 for no end where "
-            f"allowed). Received: begin_step={config['begin_step']}, "
+            "`end_step` must be at or after `begin_step` (or -1 for no end "
+            f"where allowed). Received: begin_step={config['begin_step']}, "
             f"end_step={end}"
         )
     if "final_sparsity" in config and end == NO_END_STEP:
@@ -304,3 +393,42 @@ def _check_schedule_args(config: dict[str, Any]) -> None:
             "PolynomialDecay needs an `end_step` where `final_sparsity` is "
             f"reached. Received: end_step={end}"
         )
+
+
+def schedule_from_hparams(hparams: PruningHParams) -> PruningSchedule | None:
+    """Returns the tfmot-style schedule that `hparams` came from, if any.
+
+    `ConstantSparsity` and `PolynomialDecay` write hparams whose sparsity
+    function and pruning window line up; hparams written another way
+    (contrib's, with their own sparsity-function window) have no such
+    schedule.
+
+    Returns:
+        A `ConstantSparsity`, a `PolynomialDecay`, or `None`.
+    """
+    begin, end = hparams.begin_pruning_step, hparams.end_pruning_step
+    function_window = (
+        hparams.sparsity_function_begin_step,
+        hparams.sparsity_function_end_step,
+    )
+    if (
+        hparams.initial_sparsity == hparams.target_sparsity
+        and function_window == (begin, begin + 1)
+    ):
+        return ConstantSparsity(
+            hparams.target_sparsity,
+            begin_step=begin,
+            end_step=end,
+            frequency=hparams.pruning_frequency,
+        )
+    if end != NO_END_STEP and function_window == (begin, end):
+        exponent = hparams.sparsity_function_exponent
+        return PolynomialDecay(
+            hparams.initial_sparsity,
+            hparams.target_sparsity,
+            begin_step=begin,
+            end_step=end,
+            power=int(exponent) if exponent.is_integer() else exponent,
+            frequency=hparams.pruning_frequency,
+        )
+    return None

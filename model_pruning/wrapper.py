@@ -8,18 +8,23 @@ layer. It only holds state and applies the mask; `pruning.Pruning` decides
 when and how masks change.
 """
 
+import inspect
 import re
 from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
 
 import keras
+import tensorflow as tf
 
 # Not in Keras' public API; needed to read variables at full precision.
 from keras.src.backend import AutocastScope
 
 from model_pruning import registry
+from model_pruning.arguments import resolve_hparams
 from model_pruning.hparams import PruningHParams
+from model_pruning.schedule import PruningSchedule
+from model_pruning.schedule import schedule_from_hparams
 
 
 class PrunedWeight(NamedTuple):
@@ -69,6 +74,21 @@ class MaskConstraint:
         return weight * keras.ops.cast(self.mask, weight.dtype)
 
 
+class NoMaskUpdaterError(ValueError, tf.errors.InvalidArgumentError):
+    """Raised when a pruned layer trains with nothing updating its masks.
+
+    A `ValueError`, and a `tf.errors.InvalidArgumentError` as tfmot raised
+    in that case, so code written for either catches it.
+    """
+
+    def __init__(self, *args: Any):
+        # `NoMaskUpdaterError(message)`, or as Keras re-raises an `OpError`
+        # with the call's arguments: `cls(node_def, op, message, code)`.
+        message = args[0] if len(args) == 1 else args[2]
+        tf.errors.InvalidArgumentError.__init__(self, None, None, message)
+        self.args = (message,)
+
+
 class _Untracked:
     """Holds Python objects out of sight of Keras' attribute tracker."""
 
@@ -76,10 +96,8 @@ class _Untracked:
         self.value = value
 
 
-def _as_hparams(hparams: Any) -> PruningHParams:
-    if hparams is None:
-        return PruningHParams()
-    if isinstance(hparams, PruningHParams):
+def _as_hparams(hparams: Any) -> PruningHParams | None:
+    if hparams is None or isinstance(hparams, PruningHParams):
         return hparams
     if isinstance(hparams, dict):
         return PruningHParams.from_config(hparams)
@@ -109,16 +127,35 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     config (the inner layer's own config) recreates everything on load.
 
     Training the layer (`training=True`) before any `Pruning` object or
-    `UpdatePruningStep` callback manages it raises a `ValueError`, so a
+    `UpdatePruningStep` callback manages it raises a `NoMaskUpdaterError`
+    (a `ValueError`, and tfmot's `tf.errors.InvalidArgumentError`), so a
     forgotten callback cannot silently leave a model unpruned.
+
+    A Keras layer with nothing to prune (`Dropout`, `MaxPooling2D`,
+    `BatchNormalization`) may be wrapped too, as tfmot allows: the wrapper
+    then adds no masks and passes calls through.
+
+    The schedule is given tfmot's way (`pruning_schedule`, `block_size`,
+    `block_pooling_type`, `sparsity_m_by_n`) or contrib's way (`hparams`);
+    either becomes one `PruningHParams`, `self.hparams`. tfmot's attributes
+    `pruning_schedule`, `block_size`, `block_pooling_type`,
+    `sparsity_m_by_n` and `pruning_vars` read from it.
 
     Args:
         layer: The Keras layer to prune: a supported layer (see
             `registry.supported_layer_names()`), one with
             `get_prunable_weights()`, or a layer or model holding such
             layers (see `registry.inventory`).
-        hparams: A `PruningHParams` or its config dict. Defaults to
-            `get_pruning_hparams()`.
+        pruning_schedule: A `PolynomialDecay` or `ConstantSparsity`.
+            Defaults to `None`: `ConstantSparsity(0.5, begin_step=0)`
+            unless `hparams` is given.
+        block_size: `(height, width)` of pruning blocks. Defaults to
+            `(1, 1)`.
+        block_pooling_type: `"AVG"` or `"MAX"`. Defaults to `"AVG"`.
+        sparsity_m_by_n: `(M, N)`: every `N` consecutive weights along the
+            input dimension keep `N - M`. Defaults to `None`.
+        hparams: A `PruningHParams` or its config dict, instead of the four
+            arguments above. Defaults to `None`.
         include: Regular expressions choosing which candidate weights to
             prune, matched (`re.search`) against `<layer>/<path>` names such
             as `"dense/kernel"`. Defaults to `None`: the layer's default
@@ -130,15 +167,21 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             `"prune_low_magnitude_<layer name>"`.
 
     Raises:
-        ValueError: If `layer` is already wrapped or cannot be pruned, or a
-            pattern is invalid. At build: if no weight is selected, or a
-            weight does not fit `sparsity_m_by_n`.
+        ValueError: If `layer` is already wrapped or cannot be pruned, the
+            schedule arguments are invalid or mixed with `hparams`, or a
+            pattern is invalid. At build: if the layer has candidates but
+            none is selected.
         TypeError: If `hparams` has the wrong type.
     """
 
     def __init__(
         self,
         layer: keras.layers.Layer,
+        pruning_schedule: PruningSchedule | None = None,
+        block_size: tuple[int, int] = (1, 1),
+        block_pooling_type: str = "AVG",
+        sparsity_m_by_n: tuple[int, int] | None = None,
+        *,
         hparams: Any = None,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
@@ -153,14 +196,22 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(
                 f"`layer` must be a Keras layer. Received: layer={layer!r}"
             )
-        if not registry.is_supported(layer):
+        if not registry.is_supported(layer) and not registry.may_pass_through(
+            layer
+        ):
             raise ValueError(
                 f"Layer {layer.name!r} of class {layer.__class__.__name__} "
                 f"cannot be pruned. Supported: "
                 f"{registry.supported_layer_names()}. "
                 f"Received: layer={layer.__class__.__name__}"
             )
-        hparams = _as_hparams(hparams)
+        hparams = resolve_hparams(
+            pruning_schedule,
+            block_size,
+            block_pooling_type,
+            _as_hparams(hparams),
+            sparsity_m_by_n,
+        )
         include = check_patterns("include", include)
         exclude = check_patterns("exclude", exclude)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
@@ -171,11 +222,72 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.supports_masking = layer.supports_masking
         self._pruned = _Untracked(())
         self.has_mask_updater = False
+        self._step_source = _Untracked(None)
+        _forward_call_signature(self, layer)
+
+    @property
+    def pruning_schedule(self) -> PruningSchedule | None:
+        """The tfmot schedule of `hparams` (`None` for contrib-style ones)."""
+        return schedule_from_hparams(self.hparams)
+
+    @property
+    def block_size(self) -> tuple[int, int]:
+        """`(block_height, block_width)` of `hparams`."""
+        return (self.hparams.block_height, self.hparams.block_width)
+
+    @property
+    def block_pooling_type(self) -> str:
+        """`block_pooling_function` of `hparams`: `"AVG"` or `"MAX"`."""
+        return self.hparams.block_pooling_function
+
+    @property
+    def sparsity_m_by_n(self) -> tuple[int, int] | None:
+        """`(M, N)` of `hparams`, or `None`."""
+        return self.hparams.m_by_n
+
+    @property
+    def step_source(self) -> Any:
+        """The callable giving the global step the masks follow, or `None`.
+
+        Set by the `Pruning` object that updates this layer's masks.
+        """
+        return self._step_source.value
+
+    @step_source.setter
+    def step_source(self, source: Any) -> None:
+        self._step_source = _Untracked(source)
+
+    @property
+    def pruning_step(self) -> Any:
+        """tfmot's step: the global step the masks follow, as an int64.
+
+        It is the optimizer's `iterations` (or the `global_step` given to
+        `Pruning`), read now; -1 before any `Pruning` object (or
+        `UpdatePruningStep` callback) manages this layer, as tfmot's step
+        starts at -1.
+        """
+        source = self.step_source
+        if source is None:
+            return tf.constant(-1, tf.int64)
+        return source()
+
+    @property
+    def pruning_vars(self) -> list[tuple[Any, Any, Any]]:
+        """tfmot's `(weight, mask, threshold)` triples, in order."""
+        return [(e.weight, e.mask, e.threshold) for e in self.pruned_weights]
 
     @property
     def pruned_weights(self) -> tuple[PrunedWeight, ...]:
         """The pruned weights with their masks and thresholds, in order."""
         return self._pruned.value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.built and not self.layer.built:
+            shapes = _named_build_shapes(self.layer, args, kwargs)
+            if shapes:
+                # Keras would pass only the first input's shape to `build`.
+                self.build(**shapes)
+        return super().__call__(*args, **kwargs)
 
     def build(self, input_shape: Any = None, *shapes: Any, **named) -> None:
         # Extra shapes (a container building MultiHeadAttention with query
@@ -183,7 +295,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if self.built:
             return  # A container may build its built sublayers again.
         if not self.layer.built:
-            if shapes or named:
+            if input_shape is None and named:
+                self.layer.build(**named)
+            elif shapes or named:
                 self.layer.build(input_shape, *shapes, **named)
             elif isinstance(self.layer, keras.layers.MultiHeadAttention):
                 raise ValueError(
@@ -194,8 +308,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 )
             else:
                 super().build(input_shape)
-        chosen = selected_weights(self.layer, self.include, self.exclude)
-        if not chosen:
+        found = registry.inventory(self.layer)
+        candidates = found.candidates
+        if self.include is None and not any(c.default for c in candidates):
+            # Wrapped on its own, a layer whose candidates are all optional
+            # (a DepthwiseConv2D) is pruned: wrapping it asks for that.
+            candidates = [c._replace(default=True) for c in candidates]
+        chosen = selected_weights(
+            self.layer, self.include, self.exclude, candidates
+        )
+        if not chosen and not found.candidates and not found.unknown:
+            # Nothing to prune (Dropout, pooling, normalization): pass through.
+            pass
+        elif not chosen:
             raise ValueError(
                 f"No weight of layer {self.layer.name!r} is selected for "
                 "pruning. Received: "
@@ -217,6 +342,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             trainable=False,
         )
         self._pruned = _Untracked(tuple(entries))
+        # `tf.train.Checkpoint` and SavedModel follow attributes, not
+        # `add_weight`: the masks and thresholds are attributes of a
+        # tracked child, by their variable names ("kernel_mask").
+        state = tf.Module(name="pruning_state")
+        for entry in entries:
+            setattr(state, entry.mask.name, entry.mask)
+            setattr(state, entry.threshold.name, entry.threshold)
+        self.pruning_state = state
 
     def _add_pruning_variables(
         self, weight, name: str, base: str
@@ -260,9 +393,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for entry in self.pruned_weights:
                 entry.weight.assign(entry.weight * entry.mask)
 
-    def call(self, inputs, *args, training=None, **kwargs):
+    def call(self, *args, training=None, **kwargs):
         if training and not self.has_mask_updater:
-            raise ValueError(
+            raise NoMaskUpdaterError(
                 f"Layer {self.name!r} is being trained but nothing updates "
                 "its masks, so it would not be pruned. Pass "
                 "`callbacks=[model_pruning.UpdatePruningStep()]` to `fit`, "
@@ -276,9 +409,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             # masks them at once. Outside training, weights set by hand
             # (`set_weights`) are masked before use.
             self.apply_masks()
-        # `training` and a Keras mask on `inputs` reach the wrapped layer
-        # through Keras' call context.
-        return self.layer(inputs, *args, **kwargs)
+        # `training` and a Keras mask on the inputs reach the wrapped layer
+        # through Keras' call context; every other argument, positional or
+        # keyword (`mha(query=x, value=x)`), is passed on as given.
+        return self.layer(*args, **kwargs)
 
     @property
     def metrics(self) -> list:
@@ -289,8 +423,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return list(self._metrics)
         return super().metrics
 
-    def compute_output_spec(self, inputs, *args, **kwargs):
-        return self.layer.compute_output_spec(inputs, *args, **kwargs)
+    def compute_output_spec(self, *args, **kwargs):
+        return self.layer.compute_output_spec(*args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)
@@ -312,6 +446,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self.layer.built = True  # As `.keras` loading marks it.
         self.build()
 
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: Any = None
+    ) -> "PruneLowMagnitude":
+        # `Wrapper.from_config` pops "layer": leave the caller's dict whole.
+        return super().from_config(dict(config), custom_objects)
+
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
@@ -319,6 +460,67 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             "include": None if self.include is None else list(self.include),
             "exclude": list(self.exclude),
         }
+
+
+def _forward_call_signature(
+    wrapper: PruneLowMagnitude, layer: keras.layers.Layer
+) -> None:
+    """Gives `wrapper` the call signature of `layer`, plus `training`.
+
+    Keras binds a layer's call arguments to its `call` signature to find
+    the inputs it builds from and the masks it propagates; the wrapper's
+    own `call(*args, **kwargs)` would hide the names (`query`, `value`) of
+    the wrapped layer's arguments.
+    """
+    signature = inspect.signature(layer.call)
+    parameters = list(signature.parameters.values())
+    names = [p.name for p in parameters]
+    if "training" not in names:
+        training = inspect.Parameter(
+            "training", inspect.Parameter.KEYWORD_ONLY, default=None
+        )
+        variadic = [
+            i
+            for i, p in enumerate(parameters)
+            if p.kind is inspect.Parameter.VAR_KEYWORD
+        ]
+        where = variadic[0] if variadic else len(parameters)
+        parameters.insert(where, training)
+    # Keras reads these private attributes, set from `call` in
+    # `Layer.__init__` (see `keras.src.layers.layer.Layer`).
+    wrapper._call_signature = signature.replace(parameters=parameters)
+    wrapper.call_signature_parameters = [p.name for p in parameters]
+    wrapper._call_has_training_arg = True
+    wrapper._call_has_mask_arg = "mask" in wrapper.call_signature_parameters
+    wrapper._call_has_context_arg = {
+        arg: arg in wrapper.call_signature_parameters
+        for arg in wrapper._call_context_args
+    }
+
+
+def _named_build_shapes(
+    layer: keras.layers.Layer, args: tuple, kwargs: dict
+) -> dict[str, Any]:
+    """Returns `{"<arg>_shape": shape}` for `layer.build`, when it takes
+    several shapes named after its call arguments (`MultiHeadAttention`'s
+    `query_shape`, `value_shape`), or `{}` for a one-shape `build`."""
+    wanted = [
+        name
+        for name, p in inspect.signature(layer.build).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    if len(wanted) < 2:
+        return {}
+    try:
+        bound = inspect.signature(layer.call).bind_partial(*args, **kwargs)
+    except TypeError:
+        return {}
+    shapes = {
+        f"{name}_shape": value.shape
+        for name, value in bound.arguments.items()
+        if f"{name}_shape" in wanted and hasattr(value, "shape")
+    }
+    return shapes
 
 
 def selected_weights(
@@ -383,12 +585,10 @@ def check_patterns(argument: str, value: Any) -> tuple[str, ...] | None:
 def _check_m_by_n(hparams: PruningHParams, name: str, weight: Any) -> None:
     if hparams.m_by_n is None:
         return
-    group = hparams.m_by_n[1]
     shape = tuple(weight.shape)
-    if len(shape) < 2 or shape[-2] % group:
+    if len(shape) < 2:
         raise ValueError(
-            f"sparsity_m_by_n={hparams.sparsity_m_by_n!r} groups {group} "
-            "consecutive weights along axis -2, which weight "
-            f"{name!r} cannot be split into. Exclude it or use another "
-            f"N. Received: shape={list(shape)}"
+            f"sparsity_m_by_n={hparams.sparsity_m_by_n!r} groups weights "
+            f"along axis -2, which weight {name!r} (rank {len(shape)}) does "
+            f"not have. Exclude it. Received: shape={list(shape)}"
         )

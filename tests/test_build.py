@@ -20,9 +20,11 @@ def test_build_has_a_library_target_for_every_module():
 
 
 def test_build_has_a_test_target_for_every_test_file():
-    match = re.search(r"for test in \[(.*?)\]", _build_text(), re.S)
-    listed = set(re.findall(r'"(test_\w+)"', match.group(1)))
-    test_files = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
+    lists = re.findall(r"for test in \[(.*?)\]", _build_text(), re.S)
+    listed = {
+        name for text in lists for name in re.findall(r'"(test_\w+)"', text)
+    }
+    test_files = {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
     assert test_files - listed == set()
 
 

@@ -602,10 +602,25 @@ def test_m_by_n_keeps_two_of_every_four_and_survives_reload(tmp_path):
         assert mask.mean() == 0.5
 
 
-def test_m_by_n_rejects_a_weight_it_cannot_group():
+def test_m_by_n_pads_a_weight_that_does_not_split_into_groups():
+    # As tfmot: axis -2 (6 inputs) is padded with zeros to 8, so the last
+    # group holds 2 real weights and 2 padding zeros, which count as its
+    # pruned entries: both real weights stay.
+    magnitudes = tf.constant(
+        np.arange(1, 25, dtype="float32").reshape(6, 4)[::-1].copy()
+    )
+    mask = mp.mask.m_by_n_mask(magnitudes, 2, 4).numpy()
+    np.testing.assert_array_equal(mask[:4].sum(axis=0), [2, 2, 2, 2])
+    np.testing.assert_array_equal(mask[:2], np.ones((2, 4)))  # Largest two.
+    np.testing.assert_array_equal(mask[4:], np.ones((2, 4)))
     model = keras.Sequential([keras.Input((6,)), L.Dense(4, name="d")])
-    with pytest.raises(ValueError, match="axis -2"):
-        mp.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+    pruned = mp.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+    assert [e.name for e in mp.pruned_weights(pruned)] == ["d/kernel"]
+
+
+def test_m_by_n_rejects_a_vector():
+    with pytest.raises(ValueError, match="rank >= 2"):
+        mp.mask.m_by_n_mask(tf.ones((8,)), 2, 4)
 
 
 def test_optimizer_keeps_weights_masked_and_keeps_user_constraint():

@@ -305,11 +305,29 @@ def test_prune_low_magnitude_shared_layer_gets_one_wrapper():
     "factory",
     [keras.layers.LayerNormalization, keras.layers.BatchNormalization],
 )
-def test_prune_low_magnitude_unsupported_layer_raises(factory):
+def test_layer_with_nothing_to_prune_wraps_as_a_pass_through(factory):
+    # As tfmot: normalization (and Dropout, pooling) wrap with no masks.
     layer = factory()
+    wrapped = mp.prune_low_magnitude(layer)
+    x = _floats(5, 4)
+    y = wrapped(x)
+    assert wrapped.pruned_weights == ()
+    np.testing.assert_allclose(y, layer(x), rtol=1e-6)
+
+
+def test_prune_low_magnitude_unknown_layer_raises():
+    class Unknown(keras.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1], 2))
+
+        def call(self, x):
+            return x @ self.w
+
+    layer = Unknown(name="unknown")
+    layer.build((None, 4))
     with pytest.raises(ValueError, match="Supported") as error:
         mp.prune_low_magnitude(layer)
-    assert layer.__class__.__name__ in str(error.value)
+    assert "Unknown" in str(error.value)
 
 
 def test_prune_low_magnitude_leaves_unsupported_layer_in_model_unwrapped():
@@ -370,10 +388,26 @@ def test_prune_low_magnitude_leaves_original_model_unchanged():
     )
 
 
-def test_prune_low_magnitude_unbuilt_sequential_raises():
-    model = keras.Sequential([keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match="not built"):
-        mp.prune_low_magnitude(model)
+def test_unbuilt_sequential_prunes_and_builds_on_first_call():
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(3, name="d"),
+            keras.layers.Dropout(0.1, name="drop"),
+            keras.layers.DepthwiseConv1D(1, name="dw"),
+        ]
+    )
+    pruned = mp.prune_low_magnitude(model)
+    assert not pruned.built
+    # Chosen by class: Dense is wrapped, Dropout and the depthwise
+    # convolution (not pruned by default) are not.
+    assert [type(layer).__name__ for layer in pruned.layers] == [
+        "PruneLowMagnitude",
+        "Dropout",
+        "DepthwiseConv1D",
+    ]
+    pruned(_floats(2, 4)[:, None, :])
+    assert [e.name for e in mp.pruned_weights(pruned)] == ["d/kernel"]
+    assert not model.built  # The source model is left as it was.
 
 
 def test_subclassed_model_without_config_raises_clearly():

@@ -39,7 +39,7 @@ class WeightsLayer(keras.layers.Layer):
 def _wrapped_dense(hparams=None, input_dim=100, units=1, **dense_kwargs):
     """Returns a built `PruneLowMagnitude(Dense)` without bias."""
     dense = keras.layers.Dense(units, use_bias=False, **dense_kwargs)
-    wrapper = mp.PruneLowMagnitude(dense, hparams)
+    wrapper = mp.PruneLowMagnitude(dense, hparams=hparams)
     wrapper.build((None, input_dim))
     return wrapper
 
@@ -198,7 +198,7 @@ def test_pruning_conditional_mask_update_returns_whether_updated():
 
 def _weights_wrapper(name, hparams, weights):
     wrapper = mp.PruneLowMagnitude(
-        WeightsLayer(units=weights.shape[1], name=name), hparams
+        WeightsLayer(units=weights.shape[1], name=name), hparams=hparams
     )
     wrapper.build((None, weights.shape[0]))
     wrapper.layer.w.assign(weights)
@@ -358,7 +358,7 @@ def test_pruning_uses_optimizer_iterations_without_global_step():
     inputs = keras.Input((100,))
     hparams = mp.PruningHParams(pruning_frequency=3, threshold_decay=0.0)
     wrapper = mp.PruneLowMagnitude(
-        keras.layers.Dense(1, use_bias=False), hparams
+        keras.layers.Dense(1, use_bias=False), hparams=hparams
     )
     model = keras.Model(inputs, wrapper(inputs))
     model.compile(optimizer="sgd", loss="mse")

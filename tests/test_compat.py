@@ -1,0 +1,27 @@
+"""The Keras internals `model_pruning._compat` reads still work.
+
+Each test names the installed Keras version when it fails, so a Keras
+release that moves one of them is caught here, not deep in a user's run.
+"""
+
+import keras
+
+from model_pruning import _compat
+
+
+def test_node_making_finds_the_layer_and_call_of_a_symbolic_tensor():
+    inputs = keras.Input((4,), name="x")
+    dense = keras.layers.Dense(4, name="d")
+    first = dense(inputs)
+    second = dense(first)
+    try:
+        layer, node = _compat.node_making(second)
+        input_layer, _ = _compat.node_making(inputs)
+    except (AttributeError, IndexError, TypeError, ValueError) as error:
+        raise AssertionError(
+            "Keras changed `KerasTensor._keras_history` or "
+            f"`Operation._inbound_nodes` (Keras {keras.__version__}): {error}"
+        ) from error
+    assert layer is dense, keras.__version__
+    assert node.input_tensors[0] is first, keras.__version__
+    assert input_layer.name == "x", keras.__version__
