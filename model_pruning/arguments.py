@@ -79,26 +79,10 @@ def resolve_hparams(
             "PolynomialDecay or ConstantSparsity. "
             f"Received: pruning_schedule={pruning_schedule!r}"
         )
-    if (
-        not isinstance(block_size, (list, tuple))
-        or len(block_size) != 2
-        or not all(isinstance(d, int) for d in block_size)
-    ):
-        raise ValueError(
-            "`block_size` must be a pair of integers. "
-            f"Received: block_size={block_size!r}"
-        )
+    _check_int_pair("block_size", block_size, "")
     m_by_n = ""
     if sparsity_m_by_n is not None:
-        if (
-            not isinstance(sparsity_m_by_n, (list, tuple))
-            or len(sparsity_m_by_n) != 2
-            or not all(isinstance(d, int) for d in sparsity_m_by_n)
-        ):
-            raise ValueError(
-                "`sparsity_m_by_n` must be a pair of integers (M, N). "
-                f"Received: sparsity_m_by_n={sparsity_m_by_n!r}"
-            )
+        _check_int_pair("sparsity_m_by_n", sparsity_m_by_n, " (M, N)")
         m_by_n = f"{sparsity_m_by_n[0]}:{sparsity_m_by_n[1]}"
     return pruning_schedule.to_hparams().override(
         block_height=block_size[0],
@@ -107,3 +91,16 @@ def resolve_hparams(
         sparsity_m_by_n=m_by_n,
         pruning_scheme=pruning_scheme or "uniform",
     )
+
+
+def _check_int_pair(name: str, value: Any, meaning: str) -> None:
+    """Raises a `ValueError` naming `name` unless `value` is two ints."""
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(d, int) for d in value)
+    ):
+        raise ValueError(
+            f"`{name}` must be a pair of integers{meaning}. "
+            f"Received: {name}={value!r}"
+        )
