@@ -1,10 +1,12 @@
-"""Every read of Keras internals this library needs, in one place.
+"""Keras internals this library reads or sets, gathered here (more to move
+from other modules in issue 17).
 
 Each function names the private attribute it reads and the Keras version it
 was written against (3.15); `tests/test_compat.py` fails loudly, naming the
 installed Keras, when a release changes one of them.
 """
 
+import inspect
 from typing import Any
 
 
@@ -16,3 +18,22 @@ def node_making(tensor: Any) -> tuple[Any, Any]:
     """
     operation, node_index, _ = tensor._keras_history
     return operation, operation._inbound_nodes[node_index]
+
+
+def set_call_signature(layer: Any, signature: inspect.Signature) -> None:
+    """Makes Keras bind `layer`'s call arguments to `signature`.
+
+    `Layer.__init__` reads `inspect.signature(self.call)` into private
+    attributes (`_call_signature`, `_call_has_training_arg`,
+    `_call_has_mask_arg`, `_call_has_context_arg`) and the public
+    `call_signature_parameters` (Keras 3.15); `Layer.__call__` binds the
+    arguments it is given to them.
+    """
+    names = list(signature.parameters)
+    layer._call_signature = signature
+    layer.call_signature_parameters = names
+    layer._call_has_training_arg = "training" in names
+    layer._call_has_mask_arg = "mask" in names
+    layer._call_has_context_arg = {
+        arg: arg in names for arg in layer._call_context_args
+    }

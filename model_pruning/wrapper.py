@@ -21,6 +21,7 @@ import tensorflow as tf
 from keras.src.backend import AutocastScope
 
 from model_pruning import registry
+from model_pruning._compat import set_call_signature
 from model_pruning.arguments import resolve_hparams
 from model_pruning.hparams import PruningHParams
 from model_pruning.schedule import PruningSchedule
@@ -486,16 +487,7 @@ def _forward_call_signature(
         ]
         where = variadic[0] if variadic else len(parameters)
         parameters.insert(where, training)
-    # Keras reads these private attributes, set from `call` in
-    # `Layer.__init__` (see `keras.src.layers.layer.Layer`).
-    wrapper._call_signature = signature.replace(parameters=parameters)
-    wrapper.call_signature_parameters = [p.name for p in parameters]
-    wrapper._call_has_training_arg = True
-    wrapper._call_has_mask_arg = "mask" in wrapper.call_signature_parameters
-    wrapper._call_has_context_arg = {
-        arg: arg in wrapper.call_signature_parameters
-        for arg in wrapper._call_context_args
-    }
+    set_call_signature(wrapper, signature.replace(parameters=parameters))
 
 
 def _named_build_shapes(

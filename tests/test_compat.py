@@ -25,3 +25,27 @@ def test_node_making_finds_the_layer_and_call_of_a_symbolic_tensor():
     assert layer is dense, keras.__version__
     assert node.input_tensors[0] is first, keras.__version__
     assert input_layer.name == "x", keras.__version__
+
+
+def test_set_call_signature_makes_keras_bind_keywords_to_it():
+    import inspect
+
+    class Forward(keras.layers.Layer):
+        def call(self, *args, **kwargs):
+            return args[0] if args else kwargs["query"]
+
+    def reference(query, value=None, training=None):
+        return query
+
+    layer = Forward()
+    _compat.set_call_signature(layer, inspect.signature(reference))
+    x = keras.ops.ones((2, 3))
+    try:
+        out = layer(query=x, value=x)
+    except (TypeError, ValueError) as error:
+        raise AssertionError(
+            "Keras no longer binds call arguments to `_call_signature` "
+            f"(Keras {keras.__version__}): {error}"
+        ) from error
+    assert out.shape == (2, 3), keras.__version__
+    assert layer.call_signature_parameters == ["query", "value", "training"]
