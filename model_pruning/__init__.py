@@ -16,6 +16,11 @@ from model_pruning.export import run_tflite
 from model_pruning.hparams import NO_END_STEP
 from model_pruning.hparams import PruningHParams
 from model_pruning.hparams import get_pruning_hparams
+from model_pruning.litert import DensifiedWeightWarning
+from model_pruning.litert import LiteRTReport
+from model_pruning.litert import LiteRTWeight
+from model_pruning.litert import inspect_tflite
+from model_pruning.policies import PruneForLatencyOnLiteRT
 from model_pruning.policies import PruneForLatencyOnXNNPack
 from model_pruning.policies import PruningPolicy
 from model_pruning.prune import prune_low_magnitude
@@ -55,9 +60,13 @@ __all__ = [
     "BitMaskEncoding",
     "ConstantSparsity",
     "CsrcEncoding",
+    "DensifiedWeightWarning",
+    "LiteRTReport",
+    "LiteRTWeight",
     "NO_END_STEP",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnLiteRT",
     "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
     "PrunedModel",
@@ -83,6 +92,7 @@ __all__ = [
     "get_thresholds",
     "get_weight_sparsity",
     "get_weights",
+    "inspect_tflite",
     "load_sparse_weights",
     "overhead_mb",
     "print_sparsity_report",

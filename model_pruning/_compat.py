@@ -1,5 +1,5 @@
-"""Keras internals this library reads or sets, gathered here (more to move
-from other modules in issue 17).
+"""Keras (and TensorFlow) internals this library reads or sets, gathered
+here (more to move from other modules in issue 17).
 
 Each function names the private attribute it reads and the Keras version it
 was written against (3.15); `tests/test_compat.py` fails loudly, naming the
@@ -37,3 +37,16 @@ def set_call_signature(layer: Any, signature: inspect.Signature) -> None:
     layer._call_has_context_arg = {
         arg: arg in names for arg in layer._call_context_args
     }
+
+
+def tflite_schema() -> Any:
+    """Returns the Python classes of LiteRT's flatbuffer schema.
+
+    TensorFlow ships them as the private module
+    `tensorflow.lite.python.schema_py_generated` (TF 2.21); `litert.py`
+    reads `.tflite` files through its object API (`ModelT`,
+    `BuiltinOperator`, `TensorType`, sparsity parameters).
+    """
+    from tensorflow.lite.python import schema_py_generated
+
+    return schema_py_generated

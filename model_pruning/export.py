@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_pruning import accessors
+from model_pruning import litert
 from model_pruning.prune import strip_pruning
 
 
@@ -56,6 +57,8 @@ def export_tflite(
     path: str | os.PathLike,
     sparse: bool = True,
     select_tf_ops: bool = False,
+    quantize: str | None = None,
+    representative_data: Any = None,
 ) -> int:
     """Converts `model` to a TFLite (LiteRT) flatbuffer and writes it.
 
@@ -63,6 +66,16 @@ def export_tflite(
     `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`, which stores weights that are
     mostly zeros in a sparse format: the file shrinks and the outputs stay the
     same. Run the file with `run_tflite`.
+
+    Whether a pruned weight also *runs* faster depends on its zeros: LiteRT
+    runs a fully-connected weight with its sparse kernel only when the
+    zeros come in blocks it supports (a `Dense` kernel pruned with
+    `block_size=(4, 1)` for float32, `(16, 1)` for int8; see
+    `PruneForLatencyOnLiteRT`). Any other pruned weight is stored sparse
+    and rebuilt dense when the model loads (a `DENSIFY` op), or stored
+    dense. A sparse export reads the written file (`inspect_tflite`) and
+    warns with a `DensifiedWeightWarning` that names each pruned weight
+    that will run at dense speed and what would make it sparse.
 
     Args:
         model: A Keras model, pruned or not.
@@ -75,13 +88,23 @@ def export_tflite(
             runtime then needs the Flex delegate (on Android the
             `tensorflow-lite-select-tf-ops` dependency); TensorFlow 2.21's
             pip interpreter does not link it. Defaults to `False`.
+        quantize: `None` for float32 weights, or `"int8"` for full-integer
+            quantization: int8 weights and activations (per-channel weight
+            scales), calibrated on `representative_data`; the file's input
+            and output stay float32. Defaults to `None`.
+        representative_data: With `quantize="int8"`, a batch of typical
+            model inputs (an array whose first axis is the batch, at least
+            one sample; a few hundred is typical) to calibrate the
+            activation ranges. Must be `None` otherwise.
 
     Returns:
         The size in bytes of the written file.
 
     Raises:
         ValueError: If `model` is not a Keras model, `sparse` or
-            `select_tf_ops` is not a bool, or the model needs TF ops and
+            `select_tf_ops` is not a bool, `quantize` is not `None` or
+            `"int8"`, `representative_data` is missing, empty or given
+            without `quantize="int8"`, or the model needs TF ops and
             `select_tf_ops` is `False` (nothing is written).
 
     Example:
@@ -89,6 +112,7 @@ def export_tflite(
     ```python
     size = export_tflite(pruned, "/tmp/pruned.tflite")
     predictions = run_tflite("/tmp/pruned.tflite", x)
+    print(inspect_tflite("/tmp/pruned.tflite", pruned))
     ```
     """
     for name, value in (("sparse", sparse), ("select_tf_ops", select_tf_ops)):
@@ -96,13 +120,19 @@ def export_tflite(
             raise ValueError(
                 f"`{name}` must be a bool. Received: {name}={value!r}"
             )
-    flatbuffer = _convert_to_tflite(_stripped(model), sparse, select_tf_ops)
+    calibration = _calibration_batch(quantize, representative_data)
+    stripped = _stripped(model)
+    flatbuffer = _convert_to_tflite(
+        stripped, sparse, select_tf_ops, calibration
+    )
     path = str(path)
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
     with open(path, "wb") as f:
         f.write(flatbuffer)
+    if sparse:
+        litert.warn_if_densified(litert.inspect_tflite(flatbuffer, model))
     return len(flatbuffer)
 
 
@@ -160,19 +190,70 @@ def _stripped(model: Any) -> keras.Model:
     return model
 
 
+_QUANTIZE_OPTIONS = (None, "int8")
+
+
+def _calibration_batch(
+    quantize: Any, representative_data: Any
+) -> np.ndarray | None:
+    """Checks `quantize` and returns the calibration batch it needs."""
+    if quantize not in _QUANTIZE_OPTIONS:
+        raise ValueError(
+            f"`quantize` must be one of {_QUANTIZE_OPTIONS}. "
+            f"Received: quantize={quantize!r}"
+        )
+    if quantize is None:
+        if representative_data is not None:
+            raise ValueError(
+                "`representative_data` calibrates int8 quantization; pass "
+                "it with `quantize='int8'`. Received: quantize=None and "
+                "representative_data of type "
+                f"{type(representative_data).__name__}"
+            )
+        return None
+    if representative_data is None:
+        raise ValueError(
+            "`quantize='int8'` needs `representative_data`, a batch of "
+            "typical model inputs to calibrate activation ranges. "
+            "Received: representative_data=None"
+        )
+    batch = np.asarray(representative_data, dtype=np.float32)
+    if batch.ndim == 0 or batch.shape[0] == 0:
+        raise ValueError(
+            "`representative_data` must be a batch with at least one "
+            f"sample. Received: representative_data of shape {batch.shape}"
+        )
+    return batch
+
+
 def _convert_to_tflite(
-    model: keras.Model, sparse: bool, select_tf_ops: bool = False
+    model: keras.Model,
+    sparse: bool,
+    select_tf_ops: bool = False,
+    calibration: np.ndarray | None = None,
 ) -> bytes:
     with tempfile.TemporaryDirectory() as saved_model_dir:
         model.export(saved_model_dir, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        optimizations = []
         if sparse:
-            converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        if select_tf_ops:
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.TFLITE_BUILTINS,
-                tf.lite.OpsSet.SELECT_TF_OPS,
-            ]
+            optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+        if calibration is not None:
+            optimizations.append(tf.lite.Optimize.DEFAULT)
+            converter.representative_dataset = lambda: (
+                [sample[None]] for sample in calibration
+            )
+            converter.inference_input_type = tf.float32
+            converter.inference_output_type = tf.float32
+        converter.optimizations = optimizations
+        builtins = (
+            tf.lite.OpsSet.TFLITE_BUILTINS
+            if calibration is None
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        )
+        converter.target_spec.supported_ops = [builtins] + (
+            [tf.lite.OpsSet.SELECT_TF_OPS] if select_tf_ops else []
+        )
         try:
             return converter.convert()
         # TF 2.21 has no public name for the converter's error class.

@@ -4,9 +4,11 @@ A `PruningPolicy` is tfmot's `pruning_policy=` argument of
 `prune_low_magnitude`: `ensure_model_supports_pruning(model)` runs before
 anything is copied and raises when the model does not fit the policy, and
 `allow_pruning(layer)` then chooses, layer by layer, which layers are
-wrapped. `PruneForLatencyOnXNNPack` keeps tfmot's rules for XNNPACK's sparse
+wrapped, and `layer_hparams(layer, hparams)` may set or check how each is
+pruned. `PruneForLatencyOnXNNPack` keeps tfmot's rules for XNNPACK's sparse
 inference of convolutional networks (Elsen et al. 2019, "Fast Sparse
-ConvNets").
+ConvNets"); `PruneForLatencyOnLiteRT` prunes what LiteRT's sparse
+fully-connected kernel runs, in the blocks it needs.
 """
 
 import abc
@@ -17,6 +19,9 @@ from typing import Any
 import keras
 
 from model_pruning._compat import node_making
+from model_pruning.hparams import PruningHParams
+from model_pruning.litert import FLOAT32_BLOCK_HEIGHT
+from model_pruning.litert import INT8_BLOCK_HEIGHT
 
 
 class PruningPolicy(abc.ABC):
@@ -39,6 +44,164 @@ class PruningPolicy(abc.ABC):
         Raises:
             ValueError: If the model does not fit the policy.
         """
+
+    def layer_hparams(
+        self, layer: keras.layers.Layer, hparams: PruningHParams
+    ) -> PruningHParams:
+        """Returns the hparams an allowed `layer` is pruned with.
+
+        `hparams` are those the arguments of `prune_low_magnitude` (and
+        `layer_args` or `policy`) give the layer. The default keeps them;
+        a policy may set fields (such as the block size) or raise when
+        they do not fit it.
+
+        Raises:
+            ValueError: If `hparams` do not fit the policy for `layer`.
+        """
+        del layer
+        return hparams
+
+
+_LITERT_QUANTIZE = (None, "int8")
+
+
+class PruneForLatencyOnLiteRT(PruningPolicy):
+    """Prunes the layers LiteRT runs with its sparse fully-connected kernel.
+
+    LiteRT (TFLite) runs a fully-connected weight with its sparse kernel
+    only when the zeros come in blocks of consecutive inputs of one output:
+    4 for float32 weights, 16 for int8 (`export_tflite(...,
+    quantize="int8")`). Any other pruned weight is rebuilt dense when the
+    model loads and runs at dense speed. The policy prunes `Dense` layers
+    and `EinsumDense` layers whose kernel has rank 2 (they convert to
+    `FULLY_CONNECTED`), and only those whose input size the block height
+    divides; it gives them `block_size=(4, 1)` (`(16, 1)` with
+    `quantize="int8"`) when the arguments leave the block size at its
+    default `(1, 1)`. A block height that is a multiple of that (and any
+    block width) runs sparse too and is kept.
+
+    Args:
+        quantize: `None` for a float32 export, `"int8"` for an int8 one.
+            Defaults to `None`.
+
+    Raises:
+        ValueError: If `quantize` is not `None` or `"int8"`.
+
+    Example:
+
+    ```python
+    pruned = prune_low_magnitude(
+        model, pruning_schedule=schedule,
+        pruning_policy=PruneForLatencyOnLiteRT(),
+    )
+    ...  # fit with UpdatePruningStep
+    export_tflite(pruned, "model.tflite")  # Dense layers run sparse
+    ```
+    """
+
+    def __init__(self, quantize: str | None = None):
+        if quantize not in _LITERT_QUANTIZE:
+            raise ValueError(
+                f"`quantize` must be one of {_LITERT_QUANTIZE}. "
+                f"Received: quantize={quantize!r}"
+            )
+        self.quantize = quantize
+
+    @property
+    def block_height(self) -> int:
+        """Inputs per block: 4 for float32, 16 for int8."""
+        return INT8_BLOCK_HEIGHT if self.quantize else FLOAT32_BLOCK_HEIGHT
+
+    def allow_pruning(self, layer: keras.layers.Layer) -> bool:
+        """Allows `Dense` and rank-2 `EinsumDense` layers whose input size
+        (when known) the block height divides."""
+        layer = _unwrapped(layer)
+        if not _runs_as_fully_connected(layer):
+            return False
+        if not layer.built:
+            return True
+        inputs = [d for d in layer.kernel.shape if d != 1]
+        return len(inputs) == 2 and inputs[0] % self.block_height == 0
+
+    def ensure_model_supports_pruning(self, model: keras.Model) -> None:
+        """Checks that `model` has a layer LiteRT can run sparse.
+
+        Raises:
+            ValueError: If no layer of `model` (nested Sequential and
+                Functional models included) is one `allow_pruning` allows.
+        """
+        layers = _graph_layers(model)
+        if not any(self.allow_pruning(layer) for layer in layers):
+            classes = sorted({type(layer).__name__ for layer in layers})
+            raise ValueError(
+                f"Model {model.name!r} has no layer LiteRT runs with its "
+                "sparse fully-connected kernel: the "
+                f"{type(self).__name__} pruning policy prunes `Dense` and "
+                "rank-2 `EinsumDense` layers whose input size is a multiple "
+                f"of {self.block_height}, and would prune nothing. Received: "
+                f"layers of classes {classes}"
+            )
+
+    def layer_hparams(
+        self, layer: keras.layers.Layer, hparams: PruningHParams
+    ) -> PruningHParams:
+        """Sets blocks of `block_height` inputs, or checks those given.
+
+        Raises:
+            ValueError: If the hparams ask for N:M sparsity or a block
+                size LiteRT cannot run sparse for this layer's kernel.
+        """
+        height = self.block_height
+        kind = "int8" if self.quantize else "float32"
+        if hparams.sparsity_m_by_n:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(_unwrapped(layer)).__name__}) "
+                f"asks for N:M sparsity, which LiteRT's sparse kernel cannot "
+                f"run; the {type(self).__name__} policy prunes in blocks of "
+                f"{height} inputs. Received: "
+                f"sparsity_m_by_n={hparams.sparsity_m_by_n!r}"
+            )
+        kernel = f"{layer.name}/kernel"
+        block = tuple(hparams.block_dims(kernel))
+        if block[0] > 0 and block[0] % height == 0:
+            return hparams
+        if block == (1, 1):
+            # The default block, unless a `block_dims_map` entry names it.
+            blocked = hparams.override(block_height=height, block_width=1)
+            if blocked.block_dims(kernel) == (height, 1):
+                return blocked
+        raise ValueError(
+            f"Layer {layer.name!r} ({type(_unwrapped(layer)).__name__}) asks "
+            f"for blocks LiteRT cannot run sparse: its {kind} sparse "
+            f"fully-connected kernel needs blocks of {height} consecutive "
+            f"inputs (block_size=({height}, 1), or a height that is a "
+            f"multiple of {height}). Received: block_size={tuple(block)}"
+        )
+
+
+def _runs_as_fully_connected(layer: keras.layers.Layer) -> bool:
+    """`Dense`, or `EinsumDense` with a kernel of rank 2."""
+    if isinstance(layer, keras.layers.Dense):
+        return True
+    if not isinstance(layer, keras.layers.EinsumDense):
+        return False
+    if layer.built:
+        return len([d for d in layer.kernel.shape if d != 1]) == 2
+    kernel_spec = layer.equation.split("->")[0].split(",")[1]
+    return len(kernel_spec.strip()) == 2
+
+
+def _graph_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of a graph model, nested graph models opened."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.Model) and (
+            isinstance(layer, keras.Sequential) or _is_functional(layer)
+        ):
+            found.extend(_graph_layers(layer))
+        else:
+            found.append(layer)
+    return found
 
 
 _SPARSE_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid")

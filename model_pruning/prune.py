@@ -431,14 +431,18 @@ class _Chooser:
         ):
             return None
         settings = self.layer_settings.get(layer.name, self.settings)
-        if self.policy is None:
+        if self.policy is not None:
+            decision = self.policy(layer)
+            if decision is None or decision is False:
+                return None
+            if decision is not True:
+                settings = _override(
+                    settings, decision, f"policy({layer.name!r})"
+                )
+        if self.pruning_policy is None:
             return settings
-        decision = self.policy(layer)
-        if decision is None or decision is False:
-            return None
-        if decision is True:
-            return settings
-        return _override(settings, decision, f"policy({layer.name!r})")
+        spec = self.pruning_policy.layer_hparams(layer, settings.spec)
+        return settings._replace(spec=spec)
 
     def _unsupported(
         self, layer: keras.layers.Layer, unknown: list[registry.UnknownWeight]

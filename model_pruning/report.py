@@ -13,6 +13,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from model_pruning import accessors
 from model_pruning import export
+from model_pruning.litert import DensifiedWeightWarning
 from model_pruning.prune import strip_pruning
 from model_pruning.sparse_formats import CsrcEncoding
 from model_pruning.sparse_formats import bitmask_index_bytes
@@ -570,11 +572,19 @@ def _export_sizes(model: keras.Model) -> dict[str, int]:
             "saved_model_bytes": export.export_saved_model(
                 model, os.path.join(directory, "saved_model")
             ),
-            "tflite_bytes": export.export_tflite(
-                model, os.path.join(directory, "model.tflite"), sparse=True
+            "tflite_bytes": _tflite_bytes(
+                model, os.path.join(directory, "model.tflite")
             ),
             "keras_bytes": os.path.getsize(keras_path),
         }
+
+
+def _tflite_bytes(model: keras.Model, path: str) -> int:
+    """Size of the sparse TFLite file; whether LiteRT runs it sparse is
+    `inspect_tflite`'s question, so its warning is not repeated here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DensifiedWeightWarning)
+        return export.export_tflite(model, path, sparse=True)
 
 
 def _table_header(index_bits: int) -> list[str]:

@@ -5,6 +5,7 @@ release that moves one of them is caught here, not deep in a user's run.
 """
 
 import keras
+import tensorflow as tf
 
 from model_pruning import _compat
 
@@ -49,3 +50,17 @@ def test_set_call_signature_makes_keras_bind_keywords_to_it():
         ) from error
     assert out.shape == (2, 3), keras.__version__
     assert layer.call_signature_parameters == ["query", "value", "training"]
+
+
+def test_tflite_schema_reads_densify_and_sparsity():
+    schema = _compat.tflite_schema()
+    try:
+        densify = schema.BuiltinOperator.DENSIFY
+        fields = schema.SparsityParametersT().__dict__
+    except AttributeError as error:
+        raise AssertionError(
+            "TensorFlow moved `tensorflow.lite.python.schema_py_generated` "
+            f"(TF {tf.__version__}): {error}"
+        ) from error
+    assert densify == 124, tf.__version__
+    assert {"traversalOrder", "blockMap", "dimMetadata"} <= set(fields)
