@@ -194,7 +194,7 @@ def inspect_tflite(
     file_tensors = _constant_tensors(flatbuffer)
     targets = _reported_weights(model)
     matches = _match(targets, file_tensors)
-    owners = _owners(model)
+    owners = registry.owners(model)
     weights = []
     for index, (layer, path, array, variable) in enumerate(targets):
         owner = owners.get(id(variable))
@@ -211,7 +211,7 @@ def inspect_tflite(
                 op=None if found is None else found.op,
                 dtype=None if found is None else found.dtype,
                 block=None if found is None else found.block,
-                fix=_fix(owner, array, storage, found),
+                fix=_fix(owner, variable, array, storage, found),
             )
         )
     return LiteRTReport(tuple(weights))
@@ -506,26 +506,12 @@ def _match(
     return matches
 
 
-def _owners(model: keras.Model) -> dict[int, keras.layers.Layer]:
-    """Variable id -> the innermost layer that holds it."""
-    owners: dict[int, keras.layers.Layer] = {}
-    seen: set[int] = set()
-
-    def visit(layer: keras.layers.Layer) -> None:
-        if id(layer) in seen:
-            return
-        seen.add(id(layer))
-        for variable in layer.weights:
-            owners[id(variable)] = layer
-        for sub in registry.sublayers(layer):
-            visit(sub)
-
-    visit(model)
-    return owners
-
-
 def _fix(
-    owner: Any, array: np.ndarray, storage: str, found: _FileTensor | None
+    owner: Any,
+    variable: Any,
+    array: np.ndarray,
+    storage: str,
+    found: _FileTensor | None,
 ) -> str:
     """What would make a weight run on LiteRT's sparse kernel."""
     if storage == "sparse":
@@ -538,7 +524,7 @@ def _fix(
             "not found as one tensor in the file (the converter split or "
             "folded it); LiteRT has no sparse kernel for it"
         )
-    if _runs_as_fully_connected(owner, array):
+    if _runs_as_fully_connected(owner, variable):
         return (
             f"prune it with block_size=({height}, 1) or "
             f"pruning_policy=PruneForLatencyOnLiteRT(): LiteRT's sparse "
@@ -547,9 +533,9 @@ def _fix(
         )
     if isinstance(owner, keras.layers.EinsumDense):
         return (
-            "LiteRT runs it as FULLY_CONNECTED, but its kernel has rank "
-            f"{array.ndim} and model_pruning's blocks apply to weights of "
-            "rank 2 only, so it runs dense (the file is smaller)"
+            f"its rank-{array.ndim} kernel's equation {owner.equation!r} "
+            "does not sum over its leading axes, so model_pruning cannot "
+            "tile it in the blocks LiteRT's sparse kernel needs"
         )
     if isinstance(owner, keras.layers.Embedding):
         return (
@@ -564,11 +550,15 @@ def _fix(
     return "LiteRT has no sparse kernel for it (the file is smaller)"
 
 
-def _runs_as_fully_connected(owner: Any, array: np.ndarray) -> bool:
-    """A Dense or EinsumDense kernel that squeezes to rank 2."""
-    rank = len([d for d in array.shape if d != 1])
-    fully_connected = (keras.layers.Dense, keras.layers.EinsumDense)
-    return isinstance(owner, fully_connected) and rank == 2
+def _runs_as_fully_connected(owner: Any, variable: Any) -> bool:
+    """A Dense or EinsumDense kernel that model_pruning blocks as the
+    matrix LiteRT's FULLY_CONNECTED computes with."""
+    if isinstance(owner, keras.layers.Dense):
+        return True
+    if not isinstance(owner, keras.layers.EinsumDense):
+        return False
+    rank = len([d for d in variable.shape if d != 1])
+    return rank == 2 or registry.input_axes(owner, variable) is not None
 
 
 def _file_cell(weight: LiteRTWeight) -> str:

@@ -11,6 +11,7 @@ magnitudes can keep more than `k`. When `k` is 0 the threshold is the next
 float above the largest magnitude and the mask is all zeros.
 """
 
+import math
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -110,15 +111,20 @@ def block_magnitude_mask(
     block_dims: tuple[int, int],
     pooling_function: str,
     xla: bool = False,
+    input_axes: int | None = None,
 ) -> MaskUpdate:
-    """Block mask of a weight that squeezes to rank 2 (contrib's rule).
+    """Block mask of a weight that squeezes to rank 2 (contrib's rule), or
+    of a higher-rank weight read as the matrix it multiplies with.
 
     `|w|` is pooled over blocks tiled from the top-left corner (AVG or MAX;
     edge blocks are partial and AVG averages their valid entries), the
     element-wise rule runs on the pooled matrix (the sparsity is the fraction
     of blocks, the threshold is in pooled units), and the block mask is
-    expanded back. A weight that does not squeeze to rank 2, or a block of
-    `1x1`, uses `magnitude_mask`.
+    expanded back. A weight of rank 3 or more with `input_axes` is read as
+    the matrix `[prod(shape[:input_axes]), prod(shape[input_axes:])]` (an
+    `EinsumDense` kernel as the fully-connected weight it computes with).
+    Any other weight that does not squeeze to rank 2, or a block of `1x1`,
+    uses `magnitude_mask`.
 
     Args:
         magnitudes: Non-negative tensor of `|w|`.
@@ -128,11 +134,23 @@ def block_magnitude_mask(
         block_dims: `(height, width)`; `-1` means the whole dimension.
         pooling_function: `"AVG"` or `"MAX"`.
         xla: As in `magnitude_mask`. Defaults to `False`.
+        input_axes: For a weight of rank 3 or more, how many leading axes
+            form the matrix's rows, or `None`. Defaults to `None`.
 
     Returns:
         A `MaskUpdate` whose mask has the shape of `magnitudes`.
     """
-    squeezed = tf.squeeze(magnitudes)
+    shape = magnitudes.shape
+    if input_axes is not None and shape.rank > 2:
+        squeezed = tf.reshape(
+            magnitudes,
+            [
+                math.prod(shape[:input_axes]),
+                math.prod(shape[input_axes:]),
+            ],
+        )
+    else:
+        squeezed = tf.squeeze(magnitudes)
     if squeezed.shape.rank != 2 or tuple(block_dims) == (1, 1):
         return magnitude_mask(
             magnitudes, sparsity, previous_threshold, threshold_decay, xla

@@ -12,12 +12,14 @@ fully-connected kernel runs, in the blocks it needs.
 """
 
 import abc
+import math
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
 import keras
 
+from model_pruning import registry
 from model_pruning._compat import node_making
 from model_pruning.hparams import PruningHParams
 from model_pruning.litert import FLOAT32_BLOCK_HEIGHT
@@ -72,13 +74,17 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
     only when the zeros come in blocks of consecutive inputs of one output:
     4 for float32 weights, 16 for int8 (`export_tflite(...,
     quantize="int8")`). Any other pruned weight is rebuilt dense when the
-    model loads and runs at dense speed. The policy prunes `Dense` layers
-    and `EinsumDense` layers whose kernel has rank 2 (they convert to
-    `FULLY_CONNECTED`), and only those whose input size the block height
-    divides; it gives them `block_size=(4, 1)` (`(16, 1)` with
+    model loads and runs at dense speed. The policy prunes the layers whose
+    prunable weights all convert to `FULLY_CONNECTED` weights: `Dense`,
+    `EinsumDense` (a kernel of rank 3 or more is blocked as the matrix its
+    equation multiplies with) and `MultiHeadAttention` (its query, key,
+    value and output projections), and only those whose input sizes the
+    block height divides. It gives them `block_size=(4, 1)` (`(16, 1)` with
     `quantize="int8"`) when the arguments leave the block size at its
     default `(1, 1)`. A block height that is a multiple of that (and any
-    block width) runs sparse too and is kept.
+    block width) runs sparse too and is kept. Layers it does not prune
+    (convolutions, embeddings, recurrent layers, a KerasHub block wrapped
+    whole) stay dense.
 
     Args:
         quantize: `None` for a float32 export, `"int8"` for an int8 one.
@@ -113,15 +119,22 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
         return INT8_BLOCK_HEIGHT if self.quantize else FLOAT32_BLOCK_HEIGHT
 
     def allow_pruning(self, layer: keras.layers.Layer) -> bool:
-        """Allows `Dense` and rank-2 `EinsumDense` layers whose input size
-        (when known) the block height divides."""
+        """Allows a layer whose prunable weights all convert to
+        `FULLY_CONNECTED` weights with input sizes the block height
+        divides (judged by class when the layer is not built)."""
         layer = _unwrapped(layer)
-        if not _runs_as_fully_connected(layer):
-            return False
         if not layer.built:
-            return True
-        inputs = [d for d in layer.kernel.shape if d != 1]
-        return len(inputs) == 2 and inputs[0] % self.block_height == 0
+            return _converts_to_fully_connected(layer)
+        candidates = registry.inventory(layer).candidates
+        owners = registry.owners(layer)
+        rows = [
+            _matrix_rows(owners.get(id(c.variable)), c.variable)
+            for c in candidates
+            if c.default
+        ]
+        return bool(rows) and all(
+            r is not None and r % self.block_height == 0 for r in rows
+        )
 
     def ensure_model_supports_pruning(self, model: keras.Model) -> None:
         """Checks that `model` has a layer LiteRT can run sparse.
@@ -136,9 +149,10 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
             raise ValueError(
                 f"Model {model.name!r} has no layer LiteRT runs with its "
                 "sparse fully-connected kernel: the "
-                f"{type(self).__name__} pruning policy prunes `Dense` and "
-                "rank-2 `EinsumDense` layers whose input size is a multiple "
-                f"of {self.block_height}, and would prune nothing. Received: "
+                f"{type(self).__name__} pruning policy prunes `Dense`, "
+                "`EinsumDense` and `MultiHeadAttention` layers whose input "
+                f"sizes are multiples of {self.block_height}, and would prune "
+                "nothing. Received: "
                 f"layers of classes {classes}"
             )
 
@@ -152,7 +166,6 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
                 size LiteRT cannot run sparse for this layer's kernel.
         """
         height = self.block_height
-        kind = "int8" if self.quantize else "float32"
         if hparams.sparsity_m_by_n:
             raise ValueError(
                 f"Layer {layer.name!r} ({type(_unwrapped(layer)).__name__}) "
@@ -161,34 +174,67 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
                 f"{height} inputs. Received: "
                 f"sparsity_m_by_n={hparams.sparsity_m_by_n!r}"
             )
-        kernel = f"{layer.name}/kernel"
-        block = tuple(hparams.block_dims(kernel))
+        names = [f"{layer.name}/kernel"]
+        if layer.built:
+            names = [
+                f"{layer.name}/{c.path}"
+                for c in registry.inventory(layer).candidates
+                if c.default
+            ]
+        for name in names:
+            hparams = self._blocked(layer, hparams, name)
+        return hparams
+
+    def _blocked(
+        self, layer: keras.layers.Layer, hparams: PruningHParams, name: str
+    ) -> PruningHParams:
+        """`hparams` with weight `name` in blocks LiteRT runs, or raises."""
+        height = self.block_height
+        kind = "int8" if self.quantize else "float32"
+        block = tuple(hparams.block_dims(name))
         if block[0] > 0 and block[0] % height == 0:
             return hparams
         if block == (1, 1):
             # The default block, unless a `block_dims_map` entry names it.
             blocked = hparams.override(block_height=height, block_width=1)
-            if blocked.block_dims(kernel) == (height, 1):
+            if blocked.block_dims(name) == (height, 1):
                 return blocked
         raise ValueError(
             f"Layer {layer.name!r} ({type(_unwrapped(layer)).__name__}) asks "
-            f"for blocks LiteRT cannot run sparse: its {kind} sparse "
-            f"fully-connected kernel needs blocks of {height} consecutive "
-            f"inputs (block_size=({height}, 1), or a height that is a "
-            f"multiple of {height}). Received: block_size={tuple(block)}"
+            f"for blocks LiteRT cannot run sparse for {name!r}: its {kind} "
+            f"sparse fully-connected kernel needs blocks of {height} "
+            f"consecutive inputs (block_size=({height}, 1), or a height "
+            f"that is a multiple of {height}). Received: block_size={block}"
         )
 
 
-def _runs_as_fully_connected(layer: keras.layers.Layer) -> bool:
-    """`Dense`, or `EinsumDense` with a kernel of rank 2."""
-    if isinstance(layer, keras.layers.Dense):
+def _converts_to_fully_connected(layer: keras.layers.Layer) -> bool:
+    """An unbuilt layer LiteRT computes with `FULLY_CONNECTED` only:
+    `Dense`, `MultiHeadAttention`, or `EinsumDense` whose kernel has rank 2
+    or sums over its leading axes."""
+    if isinstance(layer, (keras.layers.Dense, keras.layers.MultiHeadAttention)):
         return True
     if not isinstance(layer, keras.layers.EinsumDense):
         return False
-    if layer.built:
-        return len([d for d in layer.kernel.shape if d != 1]) == 2
-    kernel_spec = layer.equation.split("->")[0].split(",")[1]
-    return len(kernel_spec.strip()) == 2
+    operands, output = layer.equation.replace(".", "").split("->")
+    inputs, kernel = operands.split(",")
+    summed = [axis for axis in kernel if axis in inputs and axis not in output]
+    return len(kernel) == 2 or (
+        bool(summed) and set(kernel[: len(summed)]) == set(summed)
+    )
+
+
+def _matrix_rows(owner: Any, variable: Any) -> int | None:
+    """Rows (inputs) of the matrix LiteRT's `FULLY_CONNECTED` computes with
+    for a `Dense` or `EinsumDense` kernel; `None` for any other weight."""
+    if not isinstance(owner, (keras.layers.Dense, keras.layers.EinsumDense)):
+        return None
+    shape = [int(d) for d in variable.shape]
+    axes = registry.input_axes(owner, variable)
+    if axes is not None:
+        return math.prod(shape[:axes])
+    squeezed = [d for d in shape if d != 1]
+    return squeezed[0] if len(squeezed) == 2 else None
 
 
 def _graph_layers(model: keras.Model) -> list[keras.layers.Layer]:

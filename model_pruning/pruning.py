@@ -372,6 +372,7 @@ def _update_weight(
                 entry.block_dims,
                 hparams.block_pooling_function,
                 xla,
+                entry.input_axes,
             )
             entry.threshold.assign(
                 tf.cast(update.threshold, entry.threshold.dtype)

@@ -264,6 +264,43 @@ def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
+def owners(layer: keras.layers.Layer) -> dict[int, keras.layers.Layer]:
+    """Maps the id of each variable of `layer` to the innermost layer (of
+    `layer` and its sublayers, at any depth) that holds it."""
+    found: dict[int, keras.layers.Layer] = {}
+    seen: set[int] = set()
+
+    def visit(current: keras.layers.Layer) -> None:
+        if id(current) in seen:
+            return
+        seen.add(id(current))
+        for variable in current.weights:
+            found[id(variable)] = current
+        for sub in sublayers(current):
+            visit(sub)
+
+    visit(layer)
+    return found
+
+
+def input_axes(owner: Any, variable: Any) -> int | None:
+    """How many leading axes of an `EinsumDense` kernel of rank 3 or more
+    its equation sums over the input (the kernel is then the matrix
+    `[prod(those axes), prod(the rest)]`, as LiteRT's `FULLY_CONNECTED`
+    computes with it); `None` for any other weight, or when the summed axes
+    do not lead."""
+    if not isinstance(owner, keras.layers.EinsumDense) or (
+        len(variable.shape) < 3 or variable.name != "kernel"
+    ):
+        return None
+    operands, output = owner.equation.replace(".", "").split("->")
+    inputs, kernel = operands.split(",")
+    summed = [axis for axis in kernel if axis in inputs and axis not in output]
+    if not summed or set(kernel[: len(summed)]) != set(summed):
+        return None
+    return len(summed)
+
+
 _POSITION = re.compile("position", re.IGNORECASE)
 
 

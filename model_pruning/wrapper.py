@@ -42,6 +42,9 @@ class PrunedWeight(NamedTuple):
         block_dims: `(height, width)` of a pruning block.
         sparsity_scale: Factor on the schedule's sparsity, from
             `weight_sparsity_map` (1.0 when no entry matches).
+        input_axes: For an `EinsumDense` kernel of rank 3 or more, how many
+            leading axes it sums over the input (the rows of the matrix
+            that blocks tile); `None` otherwise.
     """
 
     name: str
@@ -50,6 +53,7 @@ class PrunedWeight(NamedTuple):
     threshold: Any
     block_dims: tuple[int, int]
     sparsity_scale: float
+    input_axes: int | None = None
 
 
 class MaskConstraint:
@@ -328,13 +332,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"include={self.include!r}, exclude={self.exclude!r}"
             )
         entries, seen = [], set()
+        owners = registry.owners(self.layer)
         for name, weight in chosen:
             _check_m_by_n(self.hparams, name, weight)
             base = weight.name
             while base in seen:
                 base = f"{base}_{len(seen)}"
             seen.add(base)
-            entries.append(self._add_pruning_variables(weight, name, base))
+            entry = self._add_pruning_variables(weight, name, base)
+            axes = registry.input_axes(owners.get(id(weight)), weight)
+            entries.append(entry._replace(input_axes=axes))
         self.last_mask_update_step = self.add_weight(
             name="last_mask_update_step",
             shape=(),

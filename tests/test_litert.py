@@ -268,3 +268,54 @@ def test_export_and_inspect_reject_bad_arguments(tmp_path):
         mp.inspect_tflite(b"not a flatbuffer at all", model)
     with pytest.raises(ValueError, match="Received: storage='fast'"):
         mp.LiteRTReport(()).with_storage("fast")
+
+
+def _transformer_block(sequence=16, width=64, heads=4):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((sequence, width))
+    attended = keras.layers.MultiHeadAttention(
+        heads, width // heads, name="attention"
+    )(inputs, inputs)
+    hidden = keras.layers.LayerNormalization(name="norm")(inputs + attended)
+    expanded = keras.layers.Dense(4 * width, activation="relu", name="up")(
+        hidden
+    )
+    outputs = keras.layers.Dense(width, name="down")(expanded)
+    return keras.Model(inputs, hidden + outputs)
+
+
+def test_attention_projections_run_sparse_in_blocks_of_their_inputs(
+    tmp_path,
+):
+    pruned = _pruned(
+        _transformer_block(), pruning_policy=mp.PruneForLatencyOnLiteRT()
+    )
+    names = [w.name for w in mp.pruned_weights(pruned)]
+    assert names == [
+        "attention/query/kernel",
+        "attention/key/kernel",
+        "attention/value/kernel",
+        "attention/attention_output/kernel",
+        "up/kernel",
+        "down/kernel",
+    ]
+    # The query kernel [64, 4, 16] is the matrix [64 inputs, 64 outputs]
+    # and the output kernel [4, 16, 64] is [64, 64]: blocks of 4 inputs.
+    for entry in mp.pruned_weights(pruned)[:4]:
+        matrix = as_numpy(entry.mask).reshape(64, 64)
+        blocks = matrix.reshape(16, 4, 64)
+        assert np.all(blocks.min(axis=1) == blocks.max(axis=1)), entry.name
+        assert np.mean(matrix == 0) == pytest.approx(0.9, abs=1e-3)
+
+    path = tmp_path / "block.tflite"
+    assert not _export(pruned, path)
+    report = mp.inspect_tflite(path, pruned)
+    assert [w.storage for w in report.weights] == ["sparse"] * 6
+    assert {w.op for w in report.weights} == {"FULLY_CONNECTED"}
+    assert {w.layer_class for w in report.weights} == {"EinsumDense", "Dense"}
+
+    x = np.random.default_rng(0).normal(size=(2, 16, 64)).astype("float32")
+    expected = mp.strip_pruning(pruned).predict(x, verbose=0)
+    np.testing.assert_allclose(
+        mp.run_tflite(path, x), expected, rtol=1e-4, atol=1e-4
+    )
