@@ -13,6 +13,7 @@ fully-connected kernel runs, in the blocks it needs.
 
 import abc
 import math
+import re
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
@@ -63,6 +64,16 @@ class PruningPolicy(abc.ABC):
         del layer
         return hparams
 
+    def excluded_weights(self, layer: keras.layers.Layer) -> list[str]:
+        """Returns regexes of weights of an allowed `layer` to leave dense.
+
+        They are added to `exclude` for this layer. The default leaves
+        none out; a policy that allows a layer for some of its weights (a
+        KerasHub block wrapped whole) names the others here.
+        """
+        del layer
+        return []
+
 
 _LITERT_QUANTIZE = (None, "int8")
 
@@ -83,8 +94,9 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
     `quantize="int8"`) when the arguments leave the block size at its
     default `(1, 1)`. A block height that is a multiple of that (and any
     block width) runs sparse too and is kept. Layers it does not prune
-    (convolutions, embeddings, recurrent layers, a KerasHub block wrapped
-    whole) stay dense.
+    (convolutions, embeddings, recurrent layers) stay dense; in a layer
+    pruned whole (a KerasHub backbone), it prunes only the weights LiteRT
+    can run sparse and leaves the rest out (`excluded_weights`).
 
     Args:
         quantize: `None` for a float32 export, `"int8"` for an int8 one.
@@ -119,22 +131,41 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
         return INT8_BLOCK_HEIGHT if self.quantize else FLOAT32_BLOCK_HEIGHT
 
     def allow_pruning(self, layer: keras.layers.Layer) -> bool:
-        """Allows a layer whose prunable weights all convert to
-        `FULLY_CONNECTED` weights with input sizes the block height
-        divides (judged by class when the layer is not built)."""
+        """Allows a layer with a prunable weight that converts to a
+        `FULLY_CONNECTED` weight whose input size the block height divides
+        (judged by class when the layer is not built)."""
         layer = _unwrapped(layer)
         if not layer.built:
             return _converts_to_fully_connected(layer)
-        candidates = registry.inventory(layer).candidates
-        owners = registry.owners(layer)
-        rows = [
-            _matrix_rows(owners.get(id(c.variable)), c.variable)
-            for c in candidates
-            if c.default
+        return bool(self._sparse_weights(layer)[0])
+
+    def excluded_weights(self, layer: keras.layers.Layer) -> list[str]:
+        """Leaves out the weights LiteRT would not run sparse (embeddings,
+        convolutions, input sizes the block height does not divide)."""
+        layer = _unwrapped(layer)
+        if not layer.built:
+            return []
+        return [
+            f"^{re.escape(name)}$" for name in self._sparse_weights(layer)[1]
         ]
-        return bool(rows) and all(
-            r is not None and r % self.block_height == 0 for r in rows
-        )
+
+    def _sparse_weights(
+        self, layer: keras.layers.Layer
+    ) -> tuple[list[str], list[str]]:
+        """Names of the default-pruned weights of a built `layer` LiteRT
+        can run sparse, and of the others."""
+        owners = registry.owners(layer)
+        runs, others = [], []
+        for candidate in registry.inventory(layer).candidates:
+            if not candidate.default:
+                continue
+            rows = _matrix_rows(
+                owners.get(id(candidate.variable)), candidate.variable
+            )
+            name = f"{layer.name}/{candidate.path}"
+            fits = rows is not None and rows % self.block_height == 0
+            (runs if fits else others).append(name)
+        return runs, others
 
     def ensure_model_supports_pruning(self, model: keras.Model) -> None:
         """Checks that `model` has a layer LiteRT can run sparse.
@@ -174,13 +205,12 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
                 f"{height} inputs. Received: "
                 f"sparsity_m_by_n={hparams.sparsity_m_by_n!r}"
             )
-        names = [f"{layer.name}/kernel"]
-        if layer.built:
-            names = [
-                f"{layer.name}/{c.path}"
-                for c in registry.inventory(layer).candidates
-                if c.default
-            ]
+        source = _unwrapped(layer)
+        names = (
+            self._sparse_weights(source)[0]
+            if source.built
+            else [f"{layer.name}/kernel"]
+        )
         for name in names:
             hparams = self._blocked(layer, hparams, name)
         return hparams

@@ -441,8 +441,13 @@ class _Chooser:
                 )
         if self.pruning_policy is None:
             return settings
-        spec = self.pruning_policy.layer_hparams(layer, settings.spec)
-        return settings._replace(spec=spec)
+        return settings._replace(
+            spec=self.pruning_policy.layer_hparams(layer, settings.spec),
+            exclude=(
+                *settings.exclude,
+                *self.pruning_policy.excluded_weights(layer),
+            ),
+        )
 
     def _unsupported(
         self, layer: keras.layers.Layer, unknown: list[registry.UnknownWeight]

@@ -319,3 +319,34 @@ def test_attention_projections_run_sparse_in_blocks_of_their_inputs(
     np.testing.assert_allclose(
         mp.run_tflite(path, x), expected, rtol=1e-4, atol=1e-4
     )
+
+
+@pytest.mark.slow
+def test_policy_prunes_a_kerashub_bert_so_its_projections_run_sparse(
+    tmp_path,
+):
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=100,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=16,
+    )
+    classifier = keras_hub.models.BertTextClassifier(
+        backbone, num_classes=2, preprocessor=None
+    )
+    pruned = _pruned(classifier, pruning_policy=mp.PruneForLatencyOnLiteRT())
+    names = [w.name for w in mp.pruned_weights(pruned)]
+    # Wrapped whole: the embeddings are left out, every projection and
+    # feed-forward kernel of both layers, the pooler and the head pruned.
+    assert len(names) == 14
+    assert not [n for n in names if "embedding" in n]
+    assert sum("self_attention_layer" in n for n in names) == 8
+
+    path = tmp_path / "bert.tflite"
+    assert not _export(pruned, path)
+    report = mp.inspect_tflite(path, pruned)
+    assert [w.storage for w in report.weights] == ["sparse"] * 14
