@@ -13,7 +13,10 @@ met) and writes it as JSON with the machine it ran on:
 3. `strip_latency.py`: inference time of the stripped model / the dense
    model (and A/A);
 4. `mask_update.py`: mask update timings, when that script exists (it is
-   skipped with a message otherwise).
+   skipped with a message otherwise);
+5. `tflite_latency.py`: LiteRT (TFLite) inference time of sparse exports
+   (float32 with (4, 1) blocks, int8 with (16, 1)) / dense exports, with
+   A/A rows, file-size rows and output checks.
 
 Each row's `met` is `median <= target`; A/A rows have no target. Timings
 are only as quiet as the machine: read a ratio against its A/A row.
@@ -45,6 +48,7 @@ _BENCHMARKS = {
     "memory": "memory.py",
     "strip": "strip_latency.py",
     "mask_update": "mask_update.py",
+    "tflite": "tflite_latency.py",
 }
 
 _QUICK = flags.DEFINE_bool(

@@ -339,8 +339,17 @@ def _restore_optimizer(
         slot.assign(value)
 
 
-def _run_label(task: Task, width: float, sparsity: float, lr: float) -> str:
-    return f"{task.name}_w{width:g}_s{sparsity:g}_lr{lr:g}"
+def _run_label(
+    task: Task,
+    width: float,
+    sparsity: float,
+    lr: float,
+    block_size: tuple[int, int] = (1, 1),
+) -> str:
+    label = f"{task.name}_w{width:g}_s{sparsity:g}_lr{lr:g}"
+    if sparsity and tuple(block_size) != (1, 1):
+        label += f"_block{block_size[0]}x{block_size[1]}"
+    return label
 
 
 def _finish(
@@ -394,6 +403,7 @@ def train_width(
     seed: int = 0,
     evaluate_branch_point: bool = False,
     verbose: bool = True,
+    block_size: tuple[int, int] = (1, 1),
 ) -> list[RunOutput]:
     """Trains the dense model of `width` and a pruned branch per sparsity.
 
@@ -417,6 +427,9 @@ def train_width(
         evaluate_branch_point: Also return the dense model evaluated at the
             branch step (its result has `note="branch point"`).
         verbose: Print progress.
+        block_size: `(height, width)` of the pruning blocks of every pruned
+            rank-2 weight (the hparams' `block_height`, `block_width`; AVG
+            pooling); `(1, 1)`, the default, prunes weight by weight.
 
     Returns:
         The dense run first (after the branch-point run, if asked), then one
@@ -485,7 +498,7 @@ def train_width(
     )
 
     for sparsity in sparsities:
-        label = _run_label(task, width, sparsity, learning_rate)
+        label = _run_label(task, width, sparsity, learning_rate, block_size)
         log_dir = os.path.join(log_root, label)
         base = task.build_model(width)
         base.set_weights(weights)
@@ -497,6 +510,10 @@ def train_width(
             frequency=recipe.prune_frequency,
         )
         hparams = schedule.to_hparams()
+        if tuple(block_size) != (1, 1):
+            hparams = dataclasses.replace(
+                hparams, block_height=block_size[0], block_width=block_size[1]
+            )
         kept = getattr(task, "unpruned_weights", ())
         if kept:  # Kept dense through a per-weight target of 0.
             hparams = dataclasses.replace(

@@ -15,8 +15,20 @@ and test metric) as `<task>_sparse_vs_dense.{md,csv}`, and plots the test
 metric against NNZ (log scale), dense and sparse curves, as
 `<task>_sparse_vs_dense.png`.
 
+`--block_size=H,W` prunes in blocks of H consecutive rows (inputs) of one
+column (output) when W is 1: `4,1` is what LiteRT's sparse FULLY_CONNECTED
+kernel runs for a float32 Dense kernel. The block size applies to every
+pruned rank-2 weight, and the files are then named
+`<task>_sparse_vs_dense_block<H>x<W>.*`. To compare blocks with unstructured
+pruning of the same model without training the small dense models again,
+pass only the largest width (`--widths=2`): its dense run is always made,
+since the sparse runs branch off it. `--save_models` writes the stripped
+sparse models (the learning rate chosen for each) as `.keras` files.
+
     python examples/sparse_vs_dense.py --task=fashion_mnist --mode=full
     python examples/sparse_vs_dense.py --task=ptb --mode=full
+    python examples/sparse_vs_dense.py --task=fashion_mnist --mode=full \
+        --widths=2 --block_size=4,1
     python examples/sparse_vs_dense.py --task=ptb --mode=tiny --data=synthetic
 
 Modes size everything (flags given explicitly win): `tiny` (seconds, for
@@ -70,6 +82,54 @@ flags.DEFINE_integer("num_steps", None, "ptb: words per segment (BPTT).")
 flags.DEFINE_integer(
     "eval_words", None, "ptb: valid and test words kept (0: all)."
 )
+flags.DEFINE_string(
+    "block_size",
+    "1,1",
+    "Pruning block of the sparse runs, 'H,W': H rows (inputs) by W columns "
+    "(outputs) of every pruned rank-2 weight, pooled by average magnitude. "
+    "1,1 prunes weight by weight; 4,1 is LiteRT's float32 sparse "
+    "FULLY_CONNECTED block.",
+)
+flags.DEFINE_bool(
+    "save_models",
+    False,
+    "Write each chosen sparse model, stripped, as <stem>_sparsity_<s>.keras.",
+)
+
+
+def parse_block_size(text: str) -> tuple[int, int]:
+    """`"4,1" -> (4, 1)`.
+
+    Raises:
+        ValueError: Unless `text` is two positive integers separated by a
+            comma, naming the flag and the value.
+    """
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        height = width = 0
+    if height < 1 or width < 1:
+        raise ValueError(f"--block_size={text!r}: {_BLOCK_SIZE_EXPECTED}")
+    return height, width
+
+
+_BLOCK_SIZE_EXPECTED = (
+    "expected 'H,W', two positive integers (1,1 for unstructured pruning, "
+    "4,1 for LiteRT's sparse FULLY_CONNECTED kernel)"
+)
+
+
+def _check_block_size(text: str) -> bool:
+    try:
+        parse_block_size(text)
+    except ValueError as error:
+        # absl prints "flag --block_size=<value>: " before the message.
+        raise flags.ValidationError(_BLOCK_SIZE_EXPECTED) from error
+    return True
+
+
+flags.register_validator("block_size", _check_block_size)
 
 # Per task and mode. "full" is what docs/reproductions.md reports.
 DEFAULTS = {
@@ -249,6 +309,20 @@ def _rows(results: list[lib.RunResult], metric: str) -> list[list]:
     ]
 
 
+def _save_models(
+    sparse: list[lib.RunResult],
+    largest_outputs: dict[float, list[lib.RunOutput]],
+    stem: str,
+) -> None:
+    """Saves the stripped model of each chosen sparse run."""
+    outputs = [o for runs in largest_outputs.values() for o in runs]
+    for result in sparse:
+        (output,) = [o for o in outputs if o.result is result]
+        path = f"{stem}_sparsity_{result.sparsity:g}.keras"
+        output.model.save(path)
+        print(f"Saved {path}")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -261,12 +335,17 @@ def main(argv: list[str]) -> None:
     widths = sorted(float(w) for w in _value("widths"))
     sparsities = [float(s) for s in _value("sparsities")]
     learning_rates = [float(lr) for lr in _value("learning_rates")]
+    block_size = parse_block_size(FLAGS.block_size)
+    blocks = block_size != (1, 1)
+    block_text = f"{block_size[0]}x{block_size[1]}"
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     log_root = os.path.join(FLAGS.output_dir, "logs")
     print(
         f"Task {task.name} ({FLAGS.mode}, {FLAGS.data} data): widths "
         f"{widths}, sparsities {sparsities} of width {widths[-1]:g}, "
-        f"learning rates {learning_rates}\n"
+        f"learning rates {learning_rates}"
+        + (f", pruned in {block_text} blocks" if blocks else "")
+        + "\n"
         + recipe.describe(learning_rates[0]),
         flush=True,
     )
@@ -284,6 +363,7 @@ def main(argv: list[str]) -> None:
                 log_root,
                 seed=FLAGS.seed,
                 verbose=FLAGS.verbose,
+                block_size=block_size,
             )
             results.extend(o.result for o in outputs)
             if width == widths[-1]:
@@ -300,15 +380,24 @@ def main(argv: list[str]) -> None:
         "lr",
         "train s",
     ]
-    stem = os.path.join(FLAGS.output_dir, f"{task.name}_sparse_vs_dense")
+    stem = os.path.join(
+        FLAGS.output_dir,
+        f"{task.name}_sparse_vs_dense"
+        + (f"_block{block_text}" if blocks else ""),
+    )
     elapsed = time.perf_counter() - start
     chosen = lib.select_best(results, task.higher_is_better)
     dense = sorted(
         (r for r in chosen if r.sparsity == 0), key=lambda r: r.width
     )
     sparse = [r for r in chosen if r.width == widths[-1] and r.sparsity > 0]
+    pruned_how = (
+        f"large-sparse in {block_text} blocks (block_size={block_size})"
+        if blocks
+        else "large-sparse"
+    )
     title = (
-        f"{task.name}: small-dense vs large-sparse, {recipe.total_steps} "
+        f"{task.name}: small-dense vs {pruned_how}, {recipe.total_steps} "
         f"steps each, best of lr in {learning_rates} by validation "
         f"({FLAGS.mode} mode, {FLAGS.data} data, {elapsed:.0f} s)"
     )
@@ -318,8 +407,11 @@ def main(argv: list[str]) -> None:
             stem + "_all_runs",
             headers,
             _rows(results, metric),
-            f"{task.name}: every run of the learning-rate search",
+            f"{task.name}: every run of the learning-rate search"
+            + (f", {block_text} blocks" if blocks else ""),
         )
+    if FLAGS.save_models:
+        _save_models(sparse, largest_outputs, stem)
     # Per-weight sparsities and the training curves of the largest width,
     # at the learning rate chosen for its sparsest model.
     lr = sparse[-1].learning_rate if sparse else learning_rates[0]
@@ -329,7 +421,8 @@ def main(argv: list[str]) -> None:
         largest,
         stem + "_weights",
         f"{task.name}: mask sparsity of every pruned weight of "
-        f"{largest_label} (lr {lr:g})",
+        f"{largest_label} (lr {lr:g}"
+        + (f", {block_text} blocks)" if blocks else ")"),
     )
     if lib.plots_enabled(FLAGS.plot):
         lib.plot_sparse_vs_dense(
@@ -337,8 +430,9 @@ def main(argv: list[str]) -> None:
             [r for r in dense if r.width == widths[-1]] + sparse,
             metric,
             stem + ".png",
-            f"{task.name}: dense widths vs {largest_label} pruned "
-            f"({recipe.total_steps} steps each)",
+            f"{task.name}: dense widths vs {largest_label} pruned"
+            + (f" in {block_text} blocks" if blocks else "")
+            + f" ({recipe.total_steps} steps each)",
         )
         paths = lib.plot_schedule_and_training(
             task, largest, stem, f"{task.name} {largest_label}, lr {lr:g}"

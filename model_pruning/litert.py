@@ -11,14 +11,18 @@ flatbuffer and says what LiteRT does with it:
 - `"densified"`: stored sparse, but a `DENSIFY` op rebuilds it dense when
   the model loads: a smaller file, dense speed;
 - `"dense"`: stored dense;
-- `"missing"`: not found as one tensor (the converter split or folded it,
-  as it splits an LSTM kernel into its four gates).
+- `"missing"`: not found as one tensor (the converter split it, or
+  folded it with other constants into values that keep neither its sums
+  nor its zeros).
 
 The converter names tensors after TensorFlow's graph, not the Keras layers,
 so weights are found by value: every constant tensor of the file is decoded
 (sparse format, int8 scales) and matched to the weight with the same number
 of elements and the nearest sums of magnitudes and of squares, which do not
-depend on layout (`[out, in]` in the file, `[in, out]` in Keras).
+depend on layout (`[out, in]` in the file, `[in, out]` in Keras). A
+float32 weight the converter scaled (batch normalization folded into a
+convolution kernel) keeps its zeros: when no tensor matches by value, the
+one unused tensor of the same size and the same number of zeros does.
 """
 
 import dataclasses
@@ -245,6 +249,7 @@ class _FileTensor:
 
     size: int
     sums: tuple[float, float]
+    zeros: int
     storage: str
     op: str | None
     dtype: str
@@ -305,6 +310,7 @@ def _constant_tensors(flatbuffer: bytes) -> list[_FileTensor]:
                 _FileTensor(
                     size=values.size,
                     sums=_sums(values),
+                    zeros=int(np.count_nonzero(values == 0)),
                     storage=storage,
                     op=op,
                     dtype=dtype,
@@ -503,6 +509,22 @@ def _match(
         if t_index not in matches and f_index not in used:
             matches[t_index] = tensors[f_index]
             used.add(f_index)
+    # Scaled by the converter (a folded batch normalization): same zeros.
+    for t_index, (_, _, array, _) in enumerate(targets):
+        if t_index in matches or not np.issubdtype(array.dtype, np.floating):
+            continue
+        zeros = int(np.count_nonzero(array == 0))
+        candidates = [
+            f_index
+            for f_index, tensor in enumerate(tensors)
+            if f_index not in used
+            and tensor.dtype != "int8"
+            and tensor.size == array.size
+            and tensor.zeros == zeros
+        ]
+        if zeros and len(candidates) == 1:
+            matches[t_index] = tensors[candidates[0]]
+            used.add(candidates[0])
     return matches
 
 
@@ -524,7 +546,7 @@ def _fix(
             "not found as one tensor in the file (the converter split or "
             "folded it); LiteRT has no sparse kernel for it"
         )
-    if _runs_as_fully_connected(owner, variable):
+    if fully_connected_rows(owner, variable) is not None:
         return (
             f"prune it with block_size=({height}, 1) or "
             f"pruning_policy=PruneForLatencyOnLiteRT(): LiteRT's sparse "
@@ -550,15 +572,43 @@ def _fix(
     return "LiteRT has no sparse kernel for it (the file is smaller)"
 
 
-def _runs_as_fully_connected(owner: Any, variable: Any) -> bool:
-    """A Dense or EinsumDense kernel that model_pruning blocks as the
-    matrix LiteRT's FULLY_CONNECTED computes with."""
-    if isinstance(owner, keras.layers.Dense):
-        return True
-    if not isinstance(owner, keras.layers.EinsumDense):
-        return False
-    rank = len([d for d in variable.shape if d != 1])
-    return rank == 2 or registry.input_axes(owner, variable) is not None
+def fully_connected_rows(owner: Any, variable: Any) -> int | None:
+    """Inputs of the `FULLY_CONNECTED` weight a Keras weight converts to.
+
+    The rows of the matrix `[in, out]` that model_pruning's blocks tile and
+    LiteRT's sparse kernel needs in blocks of 4 (float32) or 16 (int8):
+    a `Dense` kernel, an `EinsumDense` kernel (of rank 2, or of higher rank
+    read as `[prod(summed axes), prod(rest)]`), and the kernel and
+    recurrent kernel of an `LSTMCell`, `GRUCell` or `SimpleRNNCell`.
+
+    Args:
+        owner: The layer that holds `variable`.
+        variable: One of its weights.
+
+    Returns:
+        The number of rows, or `None` for any other weight.
+    """
+    shape = [int(d) for d in variable.shape]
+    if isinstance(owner, _RECURRENT_CELLS):
+        if variable.name in ("kernel", "recurrent_kernel") and len(shape) == 2:
+            return shape[0]
+        return None
+    if not isinstance(owner, (keras.layers.Dense, keras.layers.EinsumDense)):
+        return None
+    if variable.name != "kernel":
+        return None
+    axes = registry.input_axes(owner, variable)
+    if axes is not None:
+        return math.prod(shape[:axes])
+    squeezed = [d for d in shape if d != 1]
+    return squeezed[0] if len(squeezed) == 2 else None
+
+
+_RECURRENT_CELLS = (
+    keras.layers.LSTMCell,
+    keras.layers.GRUCell,
+    keras.layers.SimpleRNNCell,
+)
 
 
 def _file_cell(weight: LiteRTWeight) -> str:

@@ -12,7 +12,6 @@ fully-connected kernel runs, in the blocks it needs.
 """
 
 import abc
-import math
 import re
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from model_pruning._compat import node_making
 from model_pruning.hparams import PruningHParams
 from model_pruning.litert import FLOAT32_BLOCK_HEIGHT
 from model_pruning.litert import INT8_BLOCK_HEIGHT
+from model_pruning.litert import fully_connected_rows
 
 
 class PruningPolicy(abc.ABC):
@@ -86,15 +86,16 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
     4 for float32 weights, 16 for int8 (`export_tflite(...,
     quantize="int8")`). Any other pruned weight is rebuilt dense when the
     model loads and runs at dense speed. The policy prunes the layers whose
-    prunable weights all convert to `FULLY_CONNECTED` weights: `Dense`,
+    prunable weights convert to `FULLY_CONNECTED` weights: `Dense`,
     `EinsumDense` (a kernel of rank 3 or more is blocked as the matrix its
-    equation multiplies with) and `MultiHeadAttention` (its query, key,
-    value and output projections), and only those whose input sizes the
-    block height divides. It gives them `block_size=(4, 1)` (`(16, 1)` with
+    equation multiplies with), `MultiHeadAttention` (its query, key,
+    value and output projections) and the kernels of `LSTM`, `GRU` and
+    `SimpleRNN` cells, and only those whose input sizes the block height
+    divides. It gives them `block_size=(4, 1)` (`(16, 1)` with
     `quantize="int8"`) when the arguments leave the block size at its
     default `(1, 1)`. A block height that is a multiple of that (and any
     block width) runs sparse too and is kept. Layers it does not prune
-    (convolutions, embeddings, recurrent layers) stay dense; in a layer
+    (convolutions, embeddings) stay dense; in a layer
     pruned whole (a KerasHub backbone), it prunes only the weights LiteRT
     can run sparse and leaves the rest out (`excluded_weights`).
 
@@ -159,7 +160,7 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
         for candidate in registry.inventory(layer).candidates:
             if not candidate.default:
                 continue
-            rows = _matrix_rows(
+            rows = fully_connected_rows(
                 owners.get(id(candidate.variable)), candidate.variable
             )
             name = f"{layer.name}/{candidate.path}"
@@ -240,9 +241,19 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
 
 def _converts_to_fully_connected(layer: keras.layers.Layer) -> bool:
     """An unbuilt layer LiteRT computes with `FULLY_CONNECTED` only:
-    `Dense`, `MultiHeadAttention`, or `EinsumDense` whose kernel has rank 2
-    or sums over its leading axes."""
-    if isinstance(layer, (keras.layers.Dense, keras.layers.MultiHeadAttention)):
+    `Dense`, `MultiHeadAttention`, a recurrent layer (`LSTM`, `GRU`,
+    `SimpleRNN`), or `EinsumDense` whose kernel has rank 2 or sums over its
+    leading axes."""
+    if isinstance(
+        layer,
+        (
+            keras.layers.Dense,
+            keras.layers.MultiHeadAttention,
+            keras.layers.LSTM,
+            keras.layers.GRU,
+            keras.layers.SimpleRNN,
+        ),
+    ):
         return True
     if not isinstance(layer, keras.layers.EinsumDense):
         return False
@@ -252,19 +263,6 @@ def _converts_to_fully_connected(layer: keras.layers.Layer) -> bool:
     return len(kernel) == 2 or (
         bool(summed) and set(kernel[: len(summed)]) == set(summed)
     )
-
-
-def _matrix_rows(owner: Any, variable: Any) -> int | None:
-    """Rows (inputs) of the matrix LiteRT's `FULLY_CONNECTED` computes with
-    for a `Dense` or `EinsumDense` kernel; `None` for any other weight."""
-    if not isinstance(owner, (keras.layers.Dense, keras.layers.EinsumDense)):
-        return None
-    shape = [int(d) for d in variable.shape]
-    axes = registry.input_axes(owner, variable)
-    if axes is not None:
-        return math.prod(shape[:axes])
-    squeezed = [d for d in shape if d != 1]
-    return squeezed[0] if len(squeezed) == 2 else None
 
 
 def _graph_layers(model: keras.Model) -> list[keras.layers.Layer]:

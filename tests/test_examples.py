@@ -13,6 +13,7 @@ pass without having looked at a plot.
 import csv
 import importlib.util
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -184,6 +185,82 @@ def test_sparse_vs_dense_tiny(tmp_path, task, small, large):
         tmp_path / f"{task}_sparse_vs_dense_schedule.png",
         tmp_path / f"{task}_sparse_vs_dense_training.png",
     )
+
+
+def _blocks(kernel: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per aligned block of `height` rows of one column (the last block of a
+    column may be shorter): `(zero entries, entries)`."""
+    rows, cols = kernel.shape
+    pad = [(0, -rows % height), (0, 0)]
+    zero = np.pad(kernel == 0, pad).reshape(-1, height, cols)
+    valid = np.pad(np.ones(kernel.shape, bool), pad).reshape(-1, height, cols)
+    return zero.sum(axis=1), valid.sum(axis=1)
+
+
+@pytest.mark.slow
+def test_sparse_vs_dense_prunes_in_4x1_blocks(tmp_path):
+    import keras
+
+    run_example(
+        "sparse_vs_dense.py",
+        tmp_path,
+        "--task=fashion_mnist",
+        "--data=synthetic",
+        "--widths=0.5",
+        "--block_size=4,1",
+        "--save_models",
+        "--noplot",
+    )
+    stem = tmp_path / "fashion_mnist_sparse_vs_dense_block4x1"
+    assert not (tmp_path / "fashion_mnist_sparse_vs_dense.csv").exists()
+    rows = _rows(stem.with_suffix(".csv"))
+    assert [(r["width"], r["sparsity"]) for r in rows] == [
+        ("0.5 (150-50)", "0.0%"),
+        ("0.5 (150-50)", "50.0%"),
+        ("0.5 (150-50)", "90.0%"),
+    ]
+    assert "4x1 blocks" in stem.with_suffix(".md").read_text(encoding="utf-8")
+    for row in rows[1:]:
+        sparsity = float(row["sparsity"].rstrip("%")) / 100
+        model = keras.saving.load_model(
+            f"{stem}_sparsity_{sparsity:g}.keras", compile=False
+        )
+        # 784x150 and 150x50: the second ends in blocks of 2 rows.
+        for name in ("hidden_1", "hidden_2"):
+            kernel = model.get_layer(name).kernel.numpy()
+            zeros, entries = _blocks(kernel, 4)
+            # Zeros come in whole blocks: none is partly zero.
+            partial = (zeros > 0) & (zeros < entries)
+            assert not partial.any(), (name, sparsity, int(partial.sum()))
+            # The masked blocks are the target fraction of the blocks
+            # (kept: round_half_even(blocks * (1 - s)), as the mask does).
+            blocks = zeros.size
+            kept = np.rint(np.float32(blocks) * (1 - np.float32(sparsity)))
+            assert int((zeros == entries).sum()) == blocks - int(kept), name
+        assert np.count_nonzero(model.get_layer("logits").kernel.numpy()) == (
+            50 * 10
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["0,1", "4"])
+def test_sparse_vs_dense_rejects_a_bad_block_size(value):
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "sparse_vs_dense.py"),
+            "--mode=tiny",
+            "--data=synthetic",
+            f"--block_size={value}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"--block_size={value}: expected 'H,W'" in done.stderr
 
 
 @pytest.mark.slow

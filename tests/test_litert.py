@@ -350,3 +350,57 @@ def test_policy_prunes_a_kerashub_bert_so_its_projections_run_sparse(
     assert not _export(pruned, path)
     report = mp.inspect_tflite(path, pruned)
     assert [w.storage for w in report.weights] == ["sparse"] * 14
+
+
+def test_policy_prunes_lstm_kernels_that_run_sparse_when_unrolled(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 32)),
+            keras.layers.LSTM(32, unroll=True, name="lstm"),
+            keras.layers.Dense(16, name="out"),
+        ]
+    )
+    pruned = _pruned(model, pruning_policy=mp.PruneForLatencyOnLiteRT())
+    names = [w.name for w in mp.pruned_weights(pruned)]
+    assert names == [
+        "lstm/lstm_cell/kernel",
+        "lstm/lstm_cell/recurrent_kernel",
+        "out/kernel",
+    ]
+    assert {layer.block_size for layer in mp.pruned_layers(pruned)} == {(4, 1)}
+
+    path = tmp_path / "lstm.tflite"
+    assert not _export(pruned, path)
+    report = mp.inspect_tflite(path, pruned)
+    assert [w.storage for w in report.weights] == ["sparse"] * 3
+    assert {w.op for w in report.weights} == {"FULLY_CONNECTED"}
+
+    x = np.random.default_rng(0).normal(size=(2, 6, 32)).astype("float32")
+    expected = mp.strip_pruning(pruned).predict(x, verbose=0)
+    np.testing.assert_allclose(
+        mp.run_tflite(path, x), expected, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_a_kernel_scaled_by_folded_batch_norm_is_found_by_its_zeros(
+    tmp_path,
+):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 16))
+    conv = keras.layers.Conv2D(32, 1, use_bias=False, name="pointwise")
+    norm = keras.layers.BatchNormalization(name="norm")
+    model = keras.Model(inputs, norm(conv(inputs)))
+    rng = np.random.default_rng(0)
+    norm.gamma.assign(rng.uniform(0.5, 2.0, 32).astype("float32"))
+    norm.moving_variance.assign(rng.uniform(0.5, 2.0, 32).astype("float32"))
+    pruned = _pruned(model, block_size=(4, 1))
+    path = tmp_path / "folded.tflite"
+    _export(pruned, path)
+
+    (weight,) = mp.inspect_tflite(path, pruned).weights
+    # The file holds kernel * gamma / sqrt(variance): other sums, same zeros.
+    assert weight.name == "pointwise/kernel"
+    assert weight.storage == "densified"
+    assert weight.op == "CONV_2D"
+    assert "convolution kernels are dense" in weight.fix
