@@ -22,10 +22,12 @@ of elements and the nearest sums of magnitudes and of squares, which do not
 depend on layout (`[out, in]` in the file, `[in, out]` in Keras). A
 float32 weight the converter scaled (batch normalization folded into a
 convolution kernel) keeps its zeros: when no tensor matches by value, the
-one unused tensor of the same size and the same number of zeros does.
+unused tensor with the same zeros in the same places (up to the order of
+axes) does.
 """
 
 import dataclasses
+import itertools
 import math
 import os
 import warnings
@@ -249,7 +251,8 @@ class _FileTensor:
 
     size: int
     sums: tuple[float, float]
-    zeros: int
+    # Where the values are 0, in the file's layout.
+    zeros: np.ndarray = dataclasses.field(compare=False)
     storage: str
     op: str | None
     dtype: str
@@ -310,7 +313,7 @@ def _constant_tensors(flatbuffer: bytes) -> list[_FileTensor]:
                 _FileTensor(
                     size=values.size,
                     sums=_sums(values),
-                    zeros=int(np.count_nonzero(values == 0)),
+                    zeros=values == 0,
                     storage=storage,
                     op=op,
                     dtype=dtype,
@@ -513,19 +516,37 @@ def _match(
     for t_index, (_, _, array, _) in enumerate(targets):
         if t_index in matches or not np.issubdtype(array.dtype, np.floating):
             continue
-        zeros = int(np.count_nonzero(array == 0))
-        candidates = [
-            f_index
-            for f_index, tensor in enumerate(tensors)
-            if f_index not in used
-            and tensor.dtype != "int8"
-            and tensor.size == array.size
-            and tensor.zeros == zeros
-        ]
-        if zeros and len(candidates) == 1:
-            matches[t_index] = tensors[candidates[0]]
-            used.add(candidates[0])
+        zeros = array == 0
+        if not zeros.any():
+            continue
+        for f_index, tensor in enumerate(tensors):
+            if (
+                f_index not in used
+                and tensor.dtype != "int8"
+                and _same_zeros(zeros, tensor.zeros)
+            ):
+                matches[t_index] = tensor
+                used.add(f_index)
+                break
     return matches
+
+
+def _same_zeros(keras_zeros: np.ndarray, file_zeros: np.ndarray) -> bool:
+    """Whether two zero patterns are one, up to the order of axes (the file
+    holds `[out, h, w, in]` for Keras' `[h, w, in, out]`) and axes of 1."""
+    if keras_zeros.size != file_zeros.size:
+        return False
+    if np.count_nonzero(keras_zeros) != np.count_nonzero(file_zeros):
+        return False
+    ours = np.squeeze(keras_zeros)
+    theirs = np.squeeze(file_zeros)
+    if ours.ndim != theirs.ndim:
+        return False
+    return any(
+        np.array_equal(ours.transpose(order), theirs)
+        for order in itertools.permutations(range(ours.ndim))
+        if tuple(ours.shape[a] for a in order) == theirs.shape
+    )
 
 
 def _fix(
