@@ -1,32 +1,41 @@
-"""Cost of one mask update (threshold + mask) in elementwise passes.
+"""Cost of a mask update in elementwise passes: what users pay, and the
+selection alone.
 
 For one float32 tensor of 1M, 10M and 37M entries (`|N(0, 1)|` from a fixed
 seed) at sparsity 0.5 and 0.9, measures in one process, in ABBA rounds:
 
 - pass: one elementwise pass, `reduce_sum(abs(w))` in a `tf.function`
   (graph mode, TF's CPU kernels): the unit;
-- host: one mask update with the fast exact method,
-  `selection.kth_largest(w, k, method="host")` then `w >= threshold`
-  materialized (returned), in a plain `tf.function`;
-- xla: the same with `method="xla"` inside `tf.function(jit_compile=True)`
-  (the XLA-safe path; informative, no target);
+- fit: the whole update as `fit` runs it, through the public API: one
+  pruned layer holds the tensor (random signs), and the timed call is
+  `UpdatePruningStep.on_train_batch_begin`, from the callback's entry
+  (the due check) to the last assign (mask, weight, threshold); masks and
+  weights are reset, untimed, before each call;
+- loop: the same through `Pruning.conditional_mask_update_op()`, as a
+  custom training loop calls it;
+- host: the selection alone, `selection.kth_largest(w, k,
+  method="host")` then `w >= threshold` materialized, in a `tf.function`;
+- xla: the selection with `method="xla"` inside
+  `tf.function(jit_compile=True)` (the XLA-safe path; informative);
 - pass_xla: the elementwise pass under `jit_compile=True` (informative);
 - sort: the sort reference `method="sort"` + mask, for 1M only (slow).
 
-Each row is the median over rounds of the per-round ratio update / pass,
-with its min and max. Targets: host / pass <= 5 per tensor. Then the global
-case: 10 tensors (Dense and Conv kernels) totalling 50M entries, one
-threshold over all of them and one mask per tensor, against one elementwise
-pass over all of them; target host / pass <= 10.
+Each row is the median over rounds of the per-round ratio arm / pass, with
+its min and max. Target: the whole update in `fit` <= 5 passes per
+tensor. Then the global case: 10 tensors (Dense and Conv kernels)
+totalling 50M entries, one threshold over all of them (`pruning_scheme=
+"global"` for the whole-update arms) and one mask per tensor, against one
+elementwise pass over all of them; target <= 10.
 
-Every threshold is checked against `np.partition` (exact equality); the
-exit status is 1 if one differs.
+Every threshold, the whole updates' included, is checked against
+`np.partition` (exact equality); the exit status is 1 if one differs.
 
     python benchmarks/mask_update.py [--quick] [--rounds=10] [--json=PATH]
 
 `--quick` runs 1M only (and a 1M-entry global case).
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -37,6 +46,7 @@ from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
@@ -44,6 +54,8 @@ from absl import flags  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import model_pruning as mp  # noqa: E402
+from model_pruning import mask  # noqa: E402
 from model_pruning import selection  # noqa: E402
 
 _QUICK = flags.DEFINE_bool(
@@ -122,19 +134,103 @@ def _threshold_of(function, tensors) -> Callable[[], np.ndarray]:
     return call
 
 
-def _measure(functions: dict, rounds: int) -> dict[str, list[float]]:
-    """Times every arm once per round, in ABBA order (after two warm-ups)."""
-    for function in functions.values():
-        function()
-        function()
+def _measure(
+    functions: dict, rounds: int, prepare: dict | None = None
+) -> dict[str, list[float]]:
+    """Times every arm once per round, in ABBA order (after two warm-ups).
+
+    `prepare[arm]`, when given, runs untimed before each call of the arm.
+    """
+    prepare = prepare or {}
+
+    def call(arm):
+        if arm in prepare:
+            prepare[arm]()
+        start = time.perf_counter()
+        functions[arm]()
+        return time.perf_counter() - start
+
+    for arm in functions:
+        call(arm)
+        call(arm)
     arms = list(functions)
     samples = {arm: [] for arm in arms}
     for index in range(rounds):
         for arm in arms if index % 2 == 0 else arms[::-1]:
-            start = time.perf_counter()
-            functions[arm]()
-            samples[arm].append(time.perf_counter() - start)
+            samples[arm].append(call(arm))
     return samples
+
+
+class _WeightsLayer(keras.layers.Layer):
+    """A layer that only holds weights of given shapes, all prunable."""
+
+    def __init__(self, shapes, **kwargs):
+        super().__init__(**kwargs)
+        self.shapes = [tuple(s) for s in shapes]
+
+    def build(self, input_shape):
+        self.tensors = [
+            self.add_weight(name=f"w{i}", shape=shape, initializer="zeros")
+            for i, shape in enumerate(self.shapes)
+        ]
+
+    def call(self, inputs):
+        return inputs
+
+    def get_prunable_weights(self):
+        return list(self.tensors)
+
+
+def _whole_update_arms(
+    arrays: list[np.ndarray], sparsity: float
+) -> tuple[dict, dict, Callable[[], float]]:
+    """The update as users pay for it, through the public API.
+
+    One pruned layer holds the weights (`|N(0, 1)|` values with random
+    signs), `ConstantSparsity(sparsity, 0, frequency=1)` (global scheme
+    for several weights). Arms: `fit`, `UpdatePruningStep`'s
+    `on_train_batch_begin` (what `fit` calls before a batch: the Python
+    due check, then the compiled update, to the last assign); `loop`,
+    `Pruning.conditional_mask_update_op()` as a custom loop calls it. Before
+    each call (untimed) the masks are reset to ones, the weights to their
+    values, and the step moved on so that the update is due.
+
+    Returns:
+        `(functions, prepare, threshold)`: the timed arms, their untimed
+        resets, and a reader of the threshold the last update set.
+    """
+    rng = np.random.default_rng(1)
+    signed = [a * np.where(rng.random(a.shape) < 0.5, -1, 1) for a in arrays]
+    signed = [a.astype(np.float32) for a in signed]
+    hparams = mp.ConstantSparsity(sparsity, 0, frequency=1).to_hparams()
+    if len(arrays) > 1:
+        hparams = dataclasses.replace(hparams, pruning_scheme="global")
+    layer = mp.prune_low_magnitude(
+        _WeightsLayer([a.shape for a in arrays]), hparams=hparams
+    )
+    layer.build((None, 1))
+    model = keras.Sequential([keras.Input((1,)), layer])
+    model.compile(optimizer="sgd", loss="mse")
+    step = model.optimizer.iterations
+    callback = mp.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()  # As `fit` calls it.
+    pruning = mp.Pruning(model=model, global_step=step)
+    entries = layer.pruned_weights
+    ones = [np.ones(a.shape, np.float32) for a in arrays]
+
+    def reset():
+        for entry, value, one in zip(entries, signed, ones, strict=True):
+            entry.weight.assign(value)
+            entry.mask.assign(one)
+        step.assign_add(1)
+
+    functions = {
+        "fit": lambda: callback.on_train_batch_begin(0),
+        "loop": lambda: pruning.conditional_mask_update_op().numpy(),
+    }
+    prepare = {"fit": reset, "loop": reset}
+    return functions, prepare, lambda: float(entries[0].threshold.numpy())
 
 
 def _row(name: str, ratios: list[float], target, details: dict) -> dict:
@@ -172,7 +268,17 @@ def _case(
         for arm in functions
         if not arm.startswith("pass")
     }
-    samples = _measure(functions, rounds)
+    whole, prepare, threshold = _whole_update_arms(arrays, sparsity)
+    # The library's k: round_half_even(float32(total) * (1 - s)), which can
+    # differ by one from Python's for tens of millions of entries.
+    library_k = int(mask.num_kept(total, tf.constant(sparsity)))
+    expected_whole = _exact_kth_largest(arrays, library_k)
+    for arm, function in whole.items():
+        prepare[arm]()
+        function()
+        exact[arm] = threshold() == float(expected_whole)
+    functions.update(whole)
+    samples = _measure(functions, rounds, prepare)
     medians_ms = {
         arm: round(statistics.median(times) * 1e3, 3)
         for arm, times in samples.items()
@@ -187,7 +293,9 @@ def _case(
     }
     rows = []
     for arm, denominator, row_target in (
-        ("host", "pass", target),
+        ("fit", "pass", target),
+        ("loop", "pass", None),
+        ("host", "pass", None),
         ("xla", "pass", None),
         ("xla", "pass_xla", None),
         ("sort", "pass", None),
@@ -198,9 +306,17 @@ def _case(
             a / b
             for a, b in zip(samples[arm], samples[denominator], strict=True)
         ]
-        method = {"host": "host", "xla": "xla (jit)", "sort": "sort"}[arm]
+        method = {
+            "fit": "whole update in fit",
+            "loop": "whole update, custom loop",
+            "host": "selection host",
+            "xla": "selection xla (jit)",
+            "sort": "selection sort",
+        }[arm]
         name = f"{label} s={sparsity}: {method} / {denominator}"
-        rows.append(_row(name, ratios, row_target, details))
+        row = _row(name, ratios, row_target, details)
+        row["arms"] = [arm, denominator]
+        rows.append(row)
     return rows, all(exact.values())
 
 
@@ -209,8 +325,7 @@ def _format(rows: list[dict]) -> str:
     lines = []
     for row in rows:
         ms = row["details"]["median_ms"]
-        arm = row["name"].split(": ")[1].split(" /")[0].split(" ")[0]
-        denominator = row["name"].rsplit("/ ", 1)[1]
+        arm, denominator = row["arms"]
         lines.append(
             (
                 row["name"],

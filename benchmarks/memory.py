@@ -1,7 +1,9 @@
-"""Peak memory of a pruning fit against a dense fit (issue 4, row 2).
+"""Peak memory of a pruning fit against a dense fit (issues 4 and 16).
 
-One model with a single 37M-element weight (`Dense(6100)` on 6100 inputs:
-a 6100 x 6100 kernel, 37.2M weights) is trained with Adam for a few steps,
+Two models: `single`, one 37M-element weight (`Dense(6100)` on 6100
+inputs: a 6100 x 6100 kernel, 37.2M weights), and `mlp`, a 50M-parameter
+MLP of several kernels (4096 inputs, three `Dense(4096)`: 50.3M weights).
+Each is trained with Adam for a few steps,
 dense in one fresh process and pruned in another: `PolynomialDecay(0.0,
 0.9, begin_step=0, end_step=steps - 2, frequency=2)` with
 `UpdatePruningStep`: 4 steps, the masks update at step 2 and end at 90%
@@ -14,7 +16,7 @@ Sides run in ABBA order (dense, pruned, pruned, dense, ...), one process
 each; the row is the median of the per-pair ratios pruned / dense.
 
     python benchmarks/memory.py [--quick] [--json=PATH] [--pairs=2]
-        [--units=6100] [--steps=4] [--batch_size=32]
+        [--models=single,mlp] [--units=6100] [--steps=4] [--batch_size=32]
 
 `--quick` runs one pair instead of two.
 """
@@ -38,11 +40,21 @@ _PAIRS = flags.DEFINE_integer(
 _UNITS = flags.DEFINE_integer(
     "units", 6100, "Input and output width: the kernel is units x units."
 )
+_MODELS = flags.DEFINE_list(
+    "models",
+    ["single", "mlp"],
+    "single: one units x units kernel; mlp: 4096 -> 3 x Dense(4096).",
+)
 _STEPS = flags.DEFINE_integer("steps", 4, "Training steps.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
 _SIDE = flags.DEFINE_enum(
     "side", None, ["dense", "pruned"], "Run one side here (internal)."
 )
+_MODEL = flags.DEFINE_enum(
+    "model", "single", ["single", "mlp"], "The model of --side (internal)."
+)
+_MLP_WIDTH = 4096
+_MLP_LAYERS = 3
 
 _GROUP = "memory"
 _TARGET = 1.25
@@ -57,7 +69,25 @@ def _status_mib(field: str) -> float:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def _train(side: str, units: int, steps: int, batch: int) -> dict:
+def _layers(model: str, units: int) -> tuple[int, list[int]]:
+    """`(inputs, widths of the Dense layers)` of a model."""
+    if model == "mlp":
+        return _MLP_WIDTH, [_MLP_WIDTH] * _MLP_LAYERS
+    return units, [units]
+
+
+def _describe(model: str, units: int) -> str:
+    inputs, widths = _layers(model, units)
+    dense = " -> ".join(f"Dense({w})" for w in widths)
+    weights = sum(
+        a * b for a, b in zip([inputs, *widths[:-1]], widths, strict=True)
+    )
+    return f"{inputs} inputs -> {dense} ({weights / 1e6:.1f}M weights)"
+
+
+def _train(
+    side: str, model_name: str, units: int, steps: int, batch: int
+) -> dict:
     """Trains one side in this process; returns its measurements."""
     common.quiet_tensorflow()
     import keras
@@ -66,7 +96,11 @@ def _train(side: str, units: int, steps: int, batch: int) -> dict:
     import model_pruning as mp
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((units,)), keras.layers.Dense(units)])
+    inputs, widths = _layers(model_name, units)
+    model = keras.Sequential(
+        [keras.Input((inputs,))] + [keras.layers.Dense(w) for w in widths]
+    )
+    units = widths[-1]
     callbacks = []
     if side == "pruned":
         schedule = mp.PolynomialDecay(
@@ -80,14 +114,16 @@ def _train(side: str, units: int, steps: int, batch: int) -> dict:
         callbacks = [mp.UpdatePruningStep()]
     model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch * steps, units)).astype("float32")
+    x = rng.normal(size=(batch * steps, inputs)).astype("float32")
     y = rng.normal(size=(batch * steps, units)).astype("float32")
     rss_before_fit = _status_mib("VmRSS")
     start = time.perf_counter()
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0, callbacks=callbacks)
     result = {
         "side": side,
-        "largest_weight_elements": units * units,
+        "largest_weight_elements": max(
+            a * b for a, b in zip([inputs, *widths[:-1]], widths, strict=True)
+        ),
         "fit_seconds": round(time.perf_counter() - start, 1),
         "rss_before_fit_mib": round(rss_before_fit, 1),
         "peak_rss_mib": round(_status_mib("VmHWM"), 1),
@@ -99,12 +135,15 @@ def _train(side: str, units: int, steps: int, batch: int) -> dict:
     return result
 
 
-def _run_side(side: str, units: int, steps: int, batch: int) -> dict:
+def _run_side(
+    side: str, model: str, units: int, steps: int, batch: int
+) -> dict:
     """Runs one side in a fresh process; returns its measurements."""
     argv = [
         sys.executable,
         os.path.abspath(__file__),
         f"--side={side}",
+        f"--model={model}",
         f"--units={units}",
         f"--steps={steps}",
         f"--batch_size={batch}",
@@ -116,13 +155,15 @@ def _run_side(side: str, units: int, steps: int, batch: int) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def run(pairs: int, units: int, steps: int, batch: int) -> list[dict]:
+def run(
+    pairs: int, model: str, units: int, steps: int, batch: int
+) -> list[dict]:
     """Runs `pairs` ABBA pairs of processes; returns the row."""
     sides = {"dense": [], "pruned": []}
 
     def measure(side: str, round_index: int) -> float:
         del round_index
-        result = _run_side(side, units, steps, batch)
+        result = _run_side(side, model, units, steps, batch)
         sides[side].append(result)
         print(json.dumps(result), flush=True)
         return result["peak_rss_mib"]
@@ -130,8 +171,10 @@ def run(pairs: int, units: int, steps: int, batch: int) -> list[dict]:
     samples = common.run_rounds(("dense", "pruned"), pairs, measure)
     ratios = common.ratios(samples, "pruned", "dense")
     details = {
-        "model": f"Dense({units}) on {units} inputs, Adam, batch {batch}",
-        "largest_weight_elements": units * units,
+        "model": f"{_describe(model, units)}, Adam, batch {batch}",
+        "largest_weight_elements": sides["dense"][-1][
+            "largest_weight_elements"
+        ],
         "steps": steps,
         "peak_rss_mib_median": {
             side: round(statistics.median(values), 1)
@@ -148,7 +191,7 @@ def run(pairs: int, units: int, steps: int, batch: int) -> list[dict]:
     }
     return [
         common.make_row(
-            f"memory {units}x{units} Adam: pruned/dense peak RSS",
+            f"memory {_name(model, units)} Adam: pruned/dense peak RSS",
             _GROUP,
             ratios,
             _TARGET,
@@ -157,17 +200,29 @@ def run(pairs: int, units: int, steps: int, batch: int) -> list[dict]:
     ]
 
 
+def _name(model: str, units: int) -> str:
+    if model == "mlp":
+        return f"MLP {_MLP_LAYERS}x{_MLP_WIDTH}x{_MLP_WIDTH}"
+    return f"{units}x{units}"
+
+
 def main(argv: list[str]) -> None:
     del argv
     steps = _STEPS.value
     units = _UNITS.value
     if _SIDE.value:
-        result = _train(_SIDE.value, units, steps, _BATCH.value)
+        result = _train(_SIDE.value, _MODEL.value, units, steps, _BATCH.value)
         print(json.dumps(result))
         return
     start = time.perf_counter()
     pairs = _PAIRS.value or (1 if _QUICK.value else 2)
-    rows = run(pairs, units, steps, _BATCH.value)
+    rows = []
+    for model in _MODELS.value:
+        if model not in ("single", "mlp"):
+            raise app.UsageError(
+                f"--models takes single and mlp. Received: {model!r}"
+            )
+        rows += run(pairs, model, units, steps, _BATCH.value)
     common.finish(rows, start, _JSON.value)
 
 

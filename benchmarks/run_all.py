@@ -9,11 +9,11 @@ met) and writes it as JSON with the machine it ran on:
    `jit_compile=True` and `steps_per_execution=8`, each with an A/A row
    (dense / identical dense) for the noise floor;
 2. `memory.py`: peak RSS of a pruning fit / a dense fit, one 37M-element
-   weight, each side in a fresh process;
+   weight and a 50M-parameter MLP, each side in a fresh process;
 3. `strip_latency.py`: inference time of the stripped model / the dense
    model (and A/A);
-4. `mask_update.py`: mask update timings, when that script exists (it is
-   skipped with a message otherwise);
+4. `mask_update.py`: the whole mask update as `fit` and a custom loop run
+   it, and the selection alone, per elementwise pass;
 5. `tflite_latency.py`: LiteRT (TFLite) inference time of sparse exports
    (float32 with (4, 1) blocks, int8 with (16, 1)) / dense exports, with
    A/A rows, file-size rows and output checks.

@@ -65,6 +65,31 @@ def kth_largest(values: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
     return tf.where(k > 0, tf.gather(ordered, index), above_max)
 
 
+def decayed_threshold(
+    current: tf.Tensor, previous: tf.Tensor, threshold_decay: float
+) -> tf.Tensor:
+    """`(1 - decay) * current + decay * previous`; `current` when decay is 0."""
+    if not threshold_decay:
+        return current
+    return (1.0 - threshold_decay) * current + threshold_decay * tf.cast(
+        previous, current.dtype
+    )
+
+
+def is_elementwise(
+    shape: tf.TensorShape,
+    block_dims: tuple[int, int],
+    input_axes: int | None = None,
+) -> bool:
+    """Whether `block_magnitude_mask` masks a weight of `shape` element by
+    element: blocks of 1x1, or a weight it does not read as a matrix."""
+    if tuple(block_dims) == (1, 1):
+        return True
+    if input_axes is not None and shape.rank > 2:
+        return False
+    return len([d for d in shape if d != 1]) != 2
+
+
 def magnitude_mask(
     magnitudes: tf.Tensor,
     sparsity: tf.Tensor,
@@ -94,11 +119,11 @@ def magnitude_mask(
         A `MaskUpdate` with the threshold and a mask of `magnitudes`' dtype.
     """
     k = num_kept(magnitudes.shape.num_elements(), sparsity)
-    current = selection.kth_largest(magnitudes, k, xla=xla)
-    if threshold_decay:
-        current = (1.0 - threshold_decay) * current + threshold_decay * tf.cast(
-            previous_threshold, current.dtype
-        )
+    current = decayed_threshold(
+        selection.kth_largest(magnitudes, k, xla=xla),
+        previous_threshold,
+        threshold_decay,
+    )
     mask = tf.cast(magnitudes >= current, magnitudes.dtype)
     return MaskUpdate(current, mask)
 
@@ -151,7 +176,7 @@ def block_magnitude_mask(
         )
     else:
         squeezed = tf.squeeze(magnitudes)
-    if squeezed.shape.rank != 2 or tuple(block_dims) == (1, 1):
+    if is_elementwise(shape, block_dims, input_axes):
         return magnitude_mask(
             magnitudes, sparsity, previous_threshold, threshold_decay, xla
         )
@@ -233,11 +258,11 @@ def global_magnitude_masks(
     """
     total = sum(m.shape.num_elements() for m in magnitudes)
     k = num_kept(total, sparsity)
-    threshold = selection.kth_largest(magnitudes, k, xla=xla)
-    if threshold_decay:
-        threshold = (1.0 - threshold_decay) * threshold + threshold_decay * (
-            tf.cast(previous_threshold, threshold.dtype)
-        )
+    threshold = decayed_threshold(
+        selection.kth_largest(magnitudes, k, xla=xla),
+        previous_threshold,
+        threshold_decay,
+    )
     masks = [tf.cast(m >= threshold, m.dtype) for m in magnitudes]
     return threshold, masks
 

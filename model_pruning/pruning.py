@@ -14,6 +14,7 @@ from typing import Any
 import tensorflow as tf
 
 from model_pruning import accessors
+from model_pruning import fused_update
 from model_pruning import mask as mask_lib
 from model_pruning import schedule
 from model_pruning.hparams import PruningHParams
@@ -357,6 +358,14 @@ def _update_weight(
     """
     if entry.mask.shape.num_elements() == 0:
         return
+    if _fusable([entry], hparams, xla):
+        _update_fused(
+            [entry],
+            tf.cast(sparsity * entry.sparsity_scale, tf.float32),
+            hparams.threshold_decay,
+            mask_weight,
+        )
+        return
     old_mask = entry.mask
     magnitudes = _checked_magnitudes(entry)
 
@@ -388,6 +397,68 @@ def _update_weight(
     tf.cond(finite, assign_new_mask, lambda: tf.constant(False))
 
 
+def _fusable(
+    entries: list[PrunedWeight], hparams: PruningHParams, xla: bool
+) -> bool:
+    """Whether `fused_update` can run these weights' element-wise update:
+    not under XLA, no N:M, no blocks, one float32 or float64 dtype."""
+    dtypes = {tf.as_dtype(e.weight.dtype) for e in entries}
+    return (
+        not xla
+        and hparams.m_by_n is None
+        and len(dtypes) == 1
+        and dtypes <= set(fused_update.FUSED_DTYPES)
+        and all(
+            tf.as_dtype(e.mask.dtype) in fused_update.FUSED_DTYPES
+            and mask_lib.is_elementwise(
+                e.mask.shape, e.block_dims, e.input_axes
+            )
+            for e in entries
+        )
+    )
+
+
+def _update_fused(
+    entries: list[PrunedWeight],
+    sparsity: tf.Tensor,
+    threshold_decay: float,
+    mask_weight: bool,
+) -> None:
+    """The element-wise update (one threshold over `entries`) in two host
+    passes per weight (`fused_update`): the same masks and thresholds as
+    the general path, which raises the same way on NaN or Inf."""
+    weights = [tf.convert_to_tensor(e.weight) for e in entries]
+    masks = [tf.convert_to_tensor(e.mask) for e in entries]
+    total = sum(w.shape.num_elements() for w in weights)
+    kth, finite = fused_update.kth_largest_magnitude(
+        weights, masks, mask_lib.num_kept(total, sparsity)
+    )
+    threshold = mask_lib.decayed_threshold(
+        kth, entries[0].threshold, threshold_decay
+    )
+
+    def assign_new_masks() -> tf.Tensor:
+        for entry in entries:
+            entry.threshold.assign(tf.cast(threshold, entry.threshold.dtype))
+        fused_update.assign_at_threshold(
+            [e.weight for e in entries],
+            [e.mask for e in entries],
+            threshold,
+            mask_weight,
+        )
+        return tf.constant(True)
+
+    tf.cond(finite, assign_new_masks, lambda: tf.constant(False))
+    names = ", ".join(repr(e.name) for e in entries)
+    tf.debugging.Assert(
+        finite,
+        [
+            f"model_pruning: weight {names} holds NaN or Inf, so its "
+            "magnitudes cannot be ranked; its mask was not updated"
+        ],
+    )
+
+
 def _checked_magnitudes(entry: PrunedWeight) -> tf.Tensor:
     """`|w|` with pruned entries at 0; raises on NaN or Inf (see above)."""
     return tf.debugging.check_numerics(
@@ -411,6 +482,14 @@ def _update_global(
     """
     entries = [e for e in entries if e.mask.shape.num_elements()]
     if not entries:
+        return
+    if _fusable(entries, hparams, xla):
+        _update_fused(
+            entries,
+            tf.cast(sparsity, tf.float32),
+            hparams.threshold_decay,
+            True,
+        )
         return
     old_masks = [tf.identity(e.mask) for e in entries]
     magnitudes = [_checked_magnitudes(e) for e in entries]

@@ -20,8 +20,11 @@ The host path is exact whatever the data: the sample only decides how much
 work the exact step does, never its result.
 """
 
+import concurrent.futures
 import math
+import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -32,7 +35,7 @@ _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 
 # Host path.
 _HOST_SMALL = 1 << 17  # At or below: one np.partition of the whole input.
-_HOST_CHUNK = 1 << 16  # Elements per chunk of the counting pass (256 KiB).
+HOST_CHUNK = 1 << 17  # Elements per chunk of the counting pass (512 KiB).
 _HOST_MAX_SAMPLE = 1 << 16
 _HOST_MIN_SAMPLE = 1 << 12
 
@@ -195,7 +198,7 @@ def kth_largest(
             selected = _host_select(tensors, rank)
         else:
             selected = _xla_select(tensors, rank, total)
-        return tf.where(k > 0, selected, _next_up(selected))
+        return tf.where(k > 0, selected, next_up(selected))
 
 
 def _as_tensor_list(values) -> list[tf.Tensor]:
@@ -235,7 +238,7 @@ def _check_k(k, total: int | None) -> tf.Tensor:
     return k
 
 
-def _next_up(x: tf.Tensor) -> tf.Tensor:
+def next_up(x: tf.Tensor) -> tf.Tensor:
     """`tf.math.nextafter(x, +inf)`, also for float16 and bfloat16."""
     if x.dtype in (tf.float32, tf.float64):
         return tf.math.nextafter(x, tf.constant(math.inf, x.dtype))
@@ -295,42 +298,146 @@ def _host_select(tensors: list[tf.Tensor], rank: tf.Tensor) -> tf.Tensor:
 
 def _numpy_kth_largest(rank, *arrays):
     """The k-th largest (1 <= k <= size) of the union of `arrays`, in NumPy."""
-    arrays = [np.ravel(a) for a in arrays]
-    arrays = [a for a in arrays if a.size]
-    k = int(rank)
-    n = sum(a.size for a in arrays)
-    dtype = arrays[0].dtype
+    return host_kth_largest(FlatArrays(arrays), int(rank))
+
+
+class FlatArrays:
+    """Float arrays to rank on the host, seen flat.
+
+    The interface `host_kth_largest` reads: `sizes`, `dtype`, `at(index,
+    positions)` (the values of array `index` at sorted flat positions),
+    `chunk(index, start, stop, buffer)` (the values `start:stop` of array
+    `index`, possibly computed into `buffer`) and `whole()` (every array,
+    flat). A subclass may compute the values as it goes (`fused_update`
+    ranks masked magnitudes without writing them out).
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray]):
+        self._arrays = [np.ravel(a) for a in arrays if np.size(a)]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [a.size for a in self._arrays]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._arrays[0].dtype
+
+    def at(self, index: int, positions: np.ndarray) -> np.ndarray:
+        return self._arrays[index][positions]
+
+    def chunk(
+        self, index: int, start: int, stop: int, buffer: np.ndarray
+    ) -> np.ndarray:
+        del buffer  # The values are there already.
+        return self._arrays[index][start:stop]
+
+    def whole(self) -> list[np.ndarray]:
+        return self._arrays
+
+
+class _Counts(NamedTuple):
+    above_lo: int  # > lo, or >= lo when nothing is extracted
+    above_hi: int
+    inside: list[np.ndarray]  # the entries in (lo, hi], when extracted
+
+
+def _count(values: FlatArrays, lo, hi, extract: bool) -> _Counts:
+    """One pass over `values` in chunks, split over the host's cores (NumPy
+    releases the GIL in its loops): counts the entries above `lo` and above
+    `hi`, and extracts those in between when `extract`."""
+    spans = [
+        (index, start, min(start + HOST_CHUNK, size))
+        for index, size in enumerate(values.sizes)
+        for start in range(0, size, HOST_CHUNK)
+    ]
+    workers = min(_host_threads(), len(spans))
+    if workers < 2:
+        return _count_spans(values, spans, lo, hi, extract)
+    share = -(-len(spans) // workers)
+    futures = [
+        _thread_pool().submit(
+            _count_spans, values, spans[i : i + share], lo, hi, extract
+        )
+        for i in range(0, len(spans), share)
+    ]
+    parts = [f.result() for f in futures]
+    return _Counts(
+        sum(p.above_lo for p in parts),
+        sum(p.above_hi for p in parts),
+        [x for p in parts for x in p.inside],
+    )
+
+
+def _count_spans(values, spans, lo, hi, extract: bool) -> _Counts:
+    low_test = np.greater if extract else np.greater_equal
+    buffer = np.empty(HOST_CHUNK, values.dtype)
+    low = np.empty(HOST_CHUNK, bool)
+    high = np.empty(HOST_CHUNK, bool)
+    above_lo = above_hi = 0
+    inside = []
+    for index, start, stop in spans:
+        m = stop - start
+        x = values.chunk(index, start, stop, buffer[:m])
+        low_test(x, lo, out=low[:m])
+        above_lo += np.count_nonzero(low[:m])
+        np.greater(x, hi, out=high[:m])
+        above_hi += np.count_nonzero(high[:m])
+        if extract:
+            np.not_equal(low[:m], high[:m], out=low[:m])
+            inside.append(x[low[:m]])
+    return _Counts(above_lo, above_hi, inside)
+
+
+def _host_threads() -> int:
+    """Threads for the host pass: the cores this process may use, or TF's
+    intra-op setting when one is made."""
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    return configured or len(os.sched_getaffinity(0))
+
+
+_POOL: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _thread_pool() -> concurrent.futures.ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(
+            concurrent.futures.ThreadPoolExecutor(
+                max_workers=_host_threads(), thread_name_prefix="selection"
+            )
+        )
+    return _POOL[0]
+
+
+def host_kth_largest(values: FlatArrays, k: int) -> np.ndarray:
+    """The k-th largest (1 <= k <= size) of `values`: the `"host"` method.
+
+    Returns:
+        A NumPy scalar of `values.dtype`.
+
+    Raises:
+        ValueError: When the counts do not add up (NaN entries).
+    """
+    sizes = values.sizes
+    n = sum(sizes)
+    dtype = values.dtype
     if n <= _HOST_SMALL:
+        arrays = values.whole()
         flat = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
         return np.asarray(_partition_largest(flat, k), dtype)
 
-    lo, hi = _sample_bracket(arrays, k, n)
+    lo, hi = _sample_bracket(values, k, n)
     # One pass in cache-sized chunks. With lo < hi: count the entries > lo
     # and > hi, and extract those in (lo, hi] (ties at lo are not extracted:
     # pruned zeros can be half the entries). With lo == hi (a tie in the
     # sample): count the entries >= lo and > hi; nothing to extract.
     extract = lo < hi
-    low_test = np.greater if extract else np.greater_equal
-    low = np.empty(_HOST_CHUNK, bool)
-    high = np.empty(_HOST_CHUNK, bool)
-    count_low = count_gt_hi = 0
-    inside = []
-    for array in arrays:
-        for start in range(0, array.size, _HOST_CHUNK):
-            x = array[start : start + _HOST_CHUNK]
-            m = x.size
-            low_test(x, lo, out=low[:m])
-            count_low += np.count_nonzero(low[:m])
-            np.greater(x, hi, out=high[:m])
-            count_gt_hi += np.count_nonzero(high[:m])
-            if extract:
-                np.not_equal(low[:m], high[:m], out=low[:m])
-                inside.append(x[low[:m]])
+    count_low, count_gt_hi, inside = _count(values, lo, hi, extract)
 
     position = k - count_gt_hi  # Rank of the answer among the entries <= hi.
     if position <= 0:
         # Above the bracket (a sample miss): rank among the entries > hi.
-        above = np.concatenate([a[a > hi] for a in arrays])
+        above = np.concatenate([a[a > hi] for a in values.whole()])
         return np.asarray(_partition_largest(above, k), dtype)
     count_ge_lo = count_low
     if extract:
@@ -338,11 +445,13 @@ def _numpy_kth_largest(rank, *arrays):
         if position <= inside.size:
             return np.asarray(_partition_largest(inside, position), dtype)
         # The answer is lo or below: count the ties at lo (one more pass).
-        count_ge_lo += sum(int(np.count_nonzero(a == lo)) for a in arrays)
+        count_ge_lo += sum(
+            int(np.count_nonzero(a == lo)) for a in values.whole()
+        )
     if k <= count_ge_lo:
         return np.asarray(lo, dtype)
     # Below the bracket (a sample miss): rank among the entries < lo.
-    below = np.concatenate([a[a < lo] for a in arrays])
+    below = np.concatenate([a[a < lo] for a in values.whole()])
     if below.size < k - count_ge_lo:
         # NaN fails every comparison, so the counts do not add up.
         raise ValueError(
@@ -359,8 +468,8 @@ def _partition_largest(flat: np.ndarray, k: int):
     return np.partition(flat, index)[index]
 
 
-def _sample_bracket(arrays: list[np.ndarray], k: int, n: int):
-    """Returns `(lo, hi)`, a likely bracket of the k-th largest of `arrays`.
+def _sample_bracket(values: FlatArrays, k: int, n: int):
+    """Returns `(lo, hi)`, a likely bracket of the k-th largest of `values`.
 
     The sample takes from each array a share proportional to its size, one
     entry at a pseudo-random offset in each of equal strides (fixed seed), so
@@ -368,9 +477,9 @@ def _sample_bracket(arrays: list[np.ndarray], k: int, n: int):
     """
     total_sample = int(min(_HOST_MAX_SAMPLE, max(_HOST_MIN_SAMPLE, n // 32)))
     parts = []
-    for array in arrays:
-        count = max(1, round(total_sample * array.size / n))
-        parts.append(array[_sample_positions(array.size, count)])
+    for index, size in enumerate(values.sizes):
+        count = max(1, round(total_sample * size / n))
+        parts.append(values.at(index, _sample_positions(size, count)))
     sample = np.concatenate(parts)
     low_rank, high_rank = _bracket_ranks(k, n, sample.size)
     hi = math.inf if high_rank < 1 else _partition_largest(sample, high_rank)

@@ -1,0 +1,193 @@
+"""The element-wise mask update in two passes over the weights.
+
+The update of a weight `w` with mask `m` at `k` kept entries is
+
+```
+magnitudes = |w| where m != 0, else 0
+kth        = k-th largest of magnitudes   (next float above max if k == 0)
+threshold  = (1 - decay) * kth + decay * previous_threshold
+new_mask   = (magnitudes >= threshold) * m
+new_weight = w * new_mask
+```
+
+Written as TensorFlow ops (`pruning._update_weight`'s general path) that is
+about ten passes over the tensor: the masked copy, `abs`, the finiteness
+check, the selection's counting pass, the compare, the cast, the AND with
+the old mask, the multiply, the assigns, each writing a new tensor. Here it
+is two passes:
+
+1. `kth_largest_magnitude`, in NumPy over chunks that stay in cache: per
+   chunk the magnitudes, whether they are finite, and the selection's
+   count and extraction (`selection`'s `"host"` method: a sample gives a
+   bracket `[lo, hi]` around the k-th largest; the pass counts the
+   entries above it and extracts those inside; `np.partition` ranks the
+   few extracted);
+2. `assign_at_threshold`, one XLA loop per weight: the compare, the new
+   mask and the masked weight, written in place.
+
+Results are bit for bit those of the general path: the same k-th
+largest, the same float32 arithmetic, `w * new_mask` with its signed
+zeros. Only float32 and float64 weights with element-wise masks take this
+path, in graph or eager mode, not inside an XLA-compiled caller; the rest
+uses the general one.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from model_pruning import selection
+
+FUSED_DTYPES = (tf.float32, tf.float64)
+
+
+def kth_largest_magnitude(
+    weights: list[tf.Tensor], masks: list[tf.Tensor], k: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The k-th largest masked magnitude of `weights`, and finiteness.
+
+    Args:
+        weights: Float tensors (one dtype in `FUSED_DTYPES`).
+        masks: Their masks (0 pruned, non-zero kept), same shapes.
+        k: Integer scalar in `[0, total size]`.
+
+    Returns:
+        `(kth, finite)`: `selection.kth_largest` of `|w| * (m != 0)` over
+        all entries (a scalar of the weights' dtype; unspecified when not
+        finite), and whether every kept entry is finite.
+    """
+    dtype = weights[0].dtype
+    k = tf.cast(k, tf.int64)
+    kth, finite = tf.numpy_function(
+        _select,
+        [tf.maximum(k, 1), *weights, *masks],
+        [dtype, tf.bool],
+        stateful=False,
+    )
+    kth = tf.ensure_shape(kth, [])
+    return (
+        tf.where(k > 0, kth, selection.next_up(kth)),
+        tf.ensure_shape(finite, []),
+    )
+
+
+def assign_at_threshold(
+    weights: list[Any],
+    masks: list[Any],
+    threshold: tf.Tensor,
+    mask_weight: bool = True,
+) -> None:
+    """Assigns each mask `where(|w| >= threshold, m, 0)` and each weight
+    `w * new_mask`, in one pass per weight.
+
+    A pruned entry (`m == 0`) stays 0 whatever `w` holds there (NaN
+    included), as in the general path. The pass is compiled with XLA (its
+    loop reads `w` and `m` once and writes both in place) unless a weight is
+    a `tf.distribute` variable, which XLA-compiled assigns do not handle;
+    then it runs as TensorFlow ops.
+
+    Args:
+        weights: The weight variables.
+        masks: Their mask variables.
+        threshold: A scalar (cast to each weight's dtype).
+        mask_weight: Whether to assign the weights too. Defaults to `True`.
+    """
+
+    def assign() -> tf.Tensor:
+        for weight, mask in zip(weights, masks, strict=True):
+            value = tf.convert_to_tensor(weight)
+            kept = tf.abs(value) >= tf.cast(threshold, value.dtype)
+            new_mask = tf.where(kept, mask, tf.zeros([], mask.dtype))
+            mask.assign(new_mask)
+            if mask_weight:
+                weight.assign(value * tf.cast(new_mask, value.dtype))
+        return tf.constant(True)
+
+    if any(_distributed(v) for v in (*weights, *masks)):
+        assign()
+    else:
+        # A new function object each trace (see `Pruning.__init__`).
+        tf.function(functools.partial(assign), jit_compile=True)()
+
+
+def _distributed(variable: Any) -> bool:
+    """Whether a (Keras) variable is backed by a `tf.distribute` one."""
+    backing = getattr(variable, "value", variable)
+    return (
+        isinstance(backing, tf.distribute.DistributedValues)
+        or tf.distribute.has_strategy()
+    )
+
+
+class _NotFinite(Exception):
+    """A kept entry is NaN or Inf: its magnitudes cannot be ranked."""
+
+
+class _MaskedMagnitudes(selection.FlatArrays):
+    """`|w|` where `m != 0`, else `+0`, computed chunk by chunk as the
+    selection reads it; raises `_NotFinite` on a NaN or Inf it computes."""
+
+    def __init__(self, weights, masks):
+        pairs = [
+            (np.ravel(w), np.ravel(m))
+            for w, m in zip(weights, masks, strict=True)
+            if np.size(w)
+        ]
+        self._weights = [w for w, _ in pairs]
+        self._masks = [m for _, m in pairs]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [w.size for w in self._weights]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._weights[0].dtype
+
+    def at(self, index, positions):
+        w = self._weights[index][positions]
+        return _masked_abs(w, self._masks[index][positions], np.empty_like(w))
+
+    def chunk(self, index, start, stop, buffer):
+        w = self._weights[index][start:stop]
+        m = self._masks[index][start:stop]
+        # |w| * (m != 0) is one fast loop where `where=` is slow; it is
+        # |w| where m != 0 and 0 elsewhere, unless a pruned entry is NaN
+        # or Inf (then NaN): the exact form decides.
+        with np.errstate(invalid="ignore"):  # inf * 0
+            x = np.multiply(np.abs(w, out=buffer), m != 0, out=buffer)
+        if not x.max() < np.inf:  # NaN or Inf somewhere
+            x = _masked_abs(w, m, buffer)
+            if not np.isfinite(x).all():
+                raise _NotFinite
+        return x
+
+    def whole(self):
+        arrays = [
+            _masked_abs(w, m, np.empty_like(w))
+            for w, m in zip(self._weights, self._masks, strict=True)
+        ]
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise _NotFinite
+        return arrays
+
+
+def _masked_abs(w, m, out):
+    """`|w|` where `m != 0`, else `+0`, into `out` (the exact form)."""
+    np.abs(w, out=out)
+    out[m == 0] = 0
+    return out
+
+
+def _select(rank, *arrays):
+    half = len(arrays) // 2
+    values = _MaskedMagnitudes(arrays[:half], arrays[half:])
+    try:
+        kth = selection.host_kth_largest(values, int(rank))
+    except _NotFinite:
+        return np.zeros((), values.dtype), np.asarray(False)
+    return np.asarray(kth, values.dtype), np.asarray(True)
