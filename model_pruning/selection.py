@@ -36,6 +36,7 @@ _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 # Host path.
 _HOST_SMALL = 1 << 17  # At or below: one np.partition of the whole input.
 HOST_CHUNK = 1 << 17  # Elements per chunk of the counting pass (512 KiB).
+_CHUNKS_PER_THREAD = 8
 _HOST_MAX_SAMPLE = 1 << 16
 _HOST_MIN_SAMPLE = 1 << 12
 
@@ -351,7 +352,8 @@ def _count(values: FlatArrays, lo, hi, extract: bool) -> _Counts:
         for index, size in enumerate(values.sizes)
         for start in range(0, size, HOST_CHUNK)
     ]
-    workers = min(_host_threads(), len(spans))
+    # Threads pay off from about 8 chunks each (1M entries: one thread).
+    workers = min(_host_threads(), len(spans) // _CHUNKS_PER_THREAD)
     if workers < 2:
         return _count_spans(values, spans, lo, hi, extract)
     share = -(-len(spans) // workers)

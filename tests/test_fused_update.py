@@ -91,6 +91,14 @@ def _assert_same(got, expected):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
 
 
+@pytest.fixture(params=["xla", "tf_ops"], autouse=True)
+def assign_path(request, monkeypatch):
+    """Runs each test with the assigns compiled by XLA, and as TF ops."""
+    minimum = 0 if request.param == "xla" else 1 << 62
+    monkeypatch.setattr(fused_update, "_XLA_MIN_SIZE", minimum)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("size", [1, 7, 1000, (1 << 17) + 3, 400_001])
 @pytest.mark.parametrize("pruned", [0.0, 0.5, 0.95])
