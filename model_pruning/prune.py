@@ -6,6 +6,7 @@ layer; anything else is copied whole from its own config and pruned in
 place inside one wrapper (see `PrunedModel`).
 """
 
+import dataclasses
 import re
 import warnings
 from collections.abc import Callable
@@ -385,9 +386,10 @@ class _Chooser:
         whole from its own config and, when it holds weights to prune,
         wrapped whole: its sublayers are pruned in place.
         """
-        if not isinstance(layer, keras.layers.Layer) or isinstance(
-            layer, PruneLowMagnitude
-        ):
+        if isinstance(layer, PruneLowMagnitude):
+            self._check_pruned_alike(layer)
+            return _copy_layer(layer)
+        if not isinstance(layer, keras.layers.Layer):
             return _copy_layer(layer)
         self.seen_names.add(layer.name)
         if _is_graph(layer) and (layer.trainable_weights or not layer.built):
@@ -422,6 +424,35 @@ class _Chooser:
         if not settings.selects(layer, found.candidates):
             return _copy_layer(layer)
         return settings.wrap(_copy_layer(layer))
+
+    def _check_pruned_alike(self, wrapper: PruneLowMagnitude) -> None:
+        """A layer that is already pruned is kept as it is, if these
+        arguments would prune it the same way; raises if they differ."""
+        self.seen_names.add(wrapper.layer.name)
+        settings = self._settings_for(wrapper.layer)
+        if settings is None:
+            return  # These arguments leave it alone: it stays pruned.
+        differences = [
+            f"{field.name}={getattr(wrapper.hparams, field.name)!r} "
+            f"(this call: {getattr(settings.spec, field.name)!r})"
+            for field in dataclasses.fields(PruningHParams)
+            if getattr(wrapper.hparams, field.name)
+            != getattr(settings.spec, field.name)
+        ]
+        for name, old, new in (
+            ("include", wrapper.include, settings.include),
+            ("exclude", wrapper.exclude, settings.exclude),
+        ):
+            if _as_tuple(old) != _as_tuple(new):
+                differences.append(f"{name}={old!r} (this call: {new!r})")
+        if differences:
+            raise ValueError(
+                f"Layer {wrapper.layer.name!r} is already pruned, with other "
+                "arguments than this call gives it, and a pruned layer is "
+                "not pruned again: strip it first (`strip_pruning`) to prune "
+                "it anew, or pass the arguments it was pruned with. "
+                f"Received: {'; '.join(differences)}"
+            )
 
     def _settings_for(self, layer: keras.layers.Layer) -> _Settings | None:
         """Returns how `layer` is pruned (`layer_args`, then `policy`), or
@@ -496,6 +527,10 @@ def _check_built(model: keras.Model) -> None:
 
 
 def _prune_model(model: keras.Model, chooser: _Chooser) -> keras.Model:
+    if isinstance(model, PrunedModel):
+        # Pruned whole already: kept as it is when pruned alike.
+        chooser._check_pruned_alike(model.pruned)
+        return model
     if type(model) is not keras.Sequential:
         # An unbuilt Sequential is cloned unbuilt, and built on first call.
         _check_built(model)
@@ -603,6 +638,10 @@ def _from_own_config(layer: keras.layers.Layer) -> keras.layers.Layer:
             "class whose config recreates it. "
             f"Received: layer={layer.__class__.__name__}"
         ) from e
+
+
+def _as_tuple(patterns: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if patterns is None else tuple(patterns)
 
 
 def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:

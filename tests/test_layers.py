@@ -358,6 +358,55 @@ def test_prune_low_magnitude_already_wrapped_layer_raises():
         mp.prune_low_magnitude(wrapped)
 
 
+def test_pruning_a_pruned_model_again_keeps_it_or_names_what_differs():
+    def schedule(sparsity):
+        return mp.ConstantSparsity(sparsity, begin_step=0)
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(2)])
+    pruned = mp.prune_low_magnitude(model, pruning_schedule=schedule(0.5))
+    # Alike: the pruned layer is kept, with its pruning.
+    again = mp.prune_low_magnitude(pruned, pruning_schedule=schedule(0.5))
+    assert [w.hparams.target_sparsity for w in mp.pruned_layers(again)] == [0.5]
+    # Other arguments are not ignored: the error names what differs.
+    with pytest.raises(ValueError) as error:
+        mp.prune_low_magnitude(pruned, pruning_schedule=schedule(0.9))
+    message = str(error.value)
+    assert "already pruned" in message
+    assert "target_sparsity=0.5 (this call: 0.9)" in message
+    with pytest.raises(ValueError, match=r"block_height=1 \(this call: 4\)"):
+        mp.prune_low_magnitude(
+            pruned, pruning_schedule=schedule(0.5), block_size=(4, 1)
+        )
+    with pytest.raises(ValueError, match="exclude=.*this call"):
+        mp.prune_low_magnitude(
+            pruned, pruning_schedule=schedule(0.5), exclude=["bias"]
+        )
+
+
+def test_pruning_a_model_pruned_whole_again_keeps_it_or_raises():
+    keras.utils.set_random_seed(0)
+    block = keras.Sequential([keras.layers.Dense(3)])
+
+    class Tower(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.block = block
+
+        def call(self, inputs):
+            return self.block(inputs)
+
+    tower = Tower()
+    tower(np.ones((1, 4), "float32"))
+    schedule = mp.ConstantSparsity(0.5, begin_step=0)
+    pruned = mp.prune_low_magnitude(tower, pruning_schedule=schedule)
+    assert isinstance(pruned, mp.PrunedModel)
+    assert mp.prune_low_magnitude(pruned, pruning_schedule=schedule) is pruned
+    with pytest.raises(ValueError, match="already pruned"):
+        mp.prune_low_magnitude(
+            pruned, pruning_schedule=mp.ConstantSparsity(0.8, begin_step=0)
+        )
+
+
 def test_prune_low_magnitude_leaves_original_model_unchanged():
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(5, kernel_initializer=RANDOM)(inputs)
