@@ -1,13 +1,19 @@
 """Keras (and TensorFlow) internals this library reads or sets, gathered
-here (more to move from other modules in issue 17).
+here: no other module imports `keras.src` or touches a private Keras
+attribute, except `checkpoint.py`'s override of `ModelCheckpoint`'s save
+(documented there).
 
 Each function names the private attribute it reads and the Keras version it
 was written against (3.15); `tests/test_compat.py` fails loudly, naming the
 installed Keras, when a release changes one of them.
 """
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
+
+import keras
 
 
 def node_making(tensor: Any) -> tuple[Any, Any]:
@@ -50,3 +56,74 @@ def tflite_schema() -> Any:
     from tensorflow.lite.python import schema_py_generated
 
     return schema_py_generated
+
+
+def functional_class() -> type:
+    """Keras' `Functional` model class: `keras.Model(inputs, outputs)`
+    makes one, and no public name exports it (`keras.src.models.Functional`,
+    Keras 3.15)."""
+    from keras.src.models import Functional
+
+    return Functional
+
+
+def conv_lstm_cell_class() -> type:
+    """The cell class of `ConvLSTM1D/2D/3D`, which Keras does not export
+    (`keras.src.layers.rnn.conv_lstm.ConvLSTMCell`, Keras 3.15)."""
+    from keras.src.layers.rnn.conv_lstm import ConvLSTMCell
+
+    return ConvLSTMCell
+
+
+@contextlib.contextmanager
+def autocast_off() -> Iterator[None]:
+    """Turns Keras' autocasting of variables off, so that a float32
+    variable reads as float32 under a mixed-precision policy
+    (`keras.src.backend.AutocastScope(None)`, Keras 3.15)."""
+    from keras.src.backend import AutocastScope
+
+    with AutocastScope(None):
+        yield
+
+
+@contextlib.contextmanager
+def uncompiled(model: keras.Model) -> Iterator[None]:
+    """Makes `model` read as not compiled inside the block, then restores
+    it: `keras.models.clone_model` copies a compiled model's compile
+    arguments from its private state, which a pruned copy must not take
+    (it sets the public `compiled` flag, Keras 3.15)."""
+    compiled = model.compiled
+    model.compiled = False
+    try:
+        yield
+    finally:
+        model.compiled = compiled
+
+
+def untrack(layer: keras.layers.Layer, sublayer: Any) -> None:
+    """Makes `layer` forget a sublayer attribute's old value before it is
+    replaced (`Layer._tracker.untrack`, Keras 3.15: no public way)."""
+    layer._tracker.untrack(sublayer)
+
+
+def copy_build_shapes(source: keras.layers.Layer, copy: Any) -> None:
+    """Gives `copy` the build shapes of `source`, which a `.keras` file
+    stores (`Layer._build_shapes_dict`, Keras 3.15)."""
+    copy._build_shapes_dict = source._build_shapes_dict
+
+
+def is_remote_path(path: str) -> bool:
+    """`ModelCheckpoint`'s rule for paths it cannot rename atomically
+    (`keras.src.utils.file_utils.is_remote_path`, Keras 3.15)."""
+    from keras.src.utils import file_utils
+
+    return file_utils.is_remote_path(path)
+
+
+def print_message(message: str) -> None:
+    """Prints the way Keras' callbacks do (to the absl log when Keras'
+    interactive logging is off; `keras.src.utils.io_utils.print_msg`,
+    Keras 3.15)."""
+    from keras.src.utils import io_utils
+
+    io_utils.print_msg(message)

@@ -17,10 +17,7 @@ from collections.abc import Callable
 
 import keras
 
-# Not in Keras' public API: the same remote-path rule and message printer
-# that `ModelCheckpoint` uses.
-from keras.src.utils import file_utils
-from keras.src.utils import io_utils
+from model_pruning import _compat
 
 _STAGING_SUFFIX = ".tmp"
 _NAME_IN_STAGING = 100
@@ -102,7 +99,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         (`_get_file_path`, `_should_save_model`).
         """
         filepath = self._get_file_path(epoch, batch, logs)
-        if file_utils.is_remote_path(filepath):
+        if _compat.is_remote_path(filepath):
             super()._save_model(epoch, batch, logs)
             return
         if not self._should_save_model(epoch, batch, logs, filepath):
@@ -119,7 +116,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         )
         _write_atomically(filepath, lambda path: save(path, overwrite=True))
         if self.verbose > 0:
-            io_utils.print_msg(
+            _compat.print_message(
                 f"\nEpoch {epoch + 1}: finished saving model to {filepath}"
             )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import keras
 
+from model_pruning import _compat
 from model_pruning import registry
 
 
@@ -104,7 +105,7 @@ def rebuild(
             )
         for item in old if isinstance(old, (list, tuple)) else [old]:
             # Keras keeps no public way to forget a replaced sublayer.
-            copy._tracker.untrack(item)
+            _compat.untrack(copy, item)
         if isinstance(value, (list, tuple)):
             replaced = [transform(v) for v in value]
             if isinstance(value, tuple):
@@ -118,6 +119,6 @@ def rebuild(
     # Its sublayers are built, and it owns no variables, so the container
     # is built; its own `build` would build the sublayers again. Keras keeps
     # the shapes a `.keras` file needs in a private field.
-    copy._build_shapes_dict = layer._build_shapes_dict
+    _compat.copy_build_shapes(layer, copy)
     copy.built = True
     return copy

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import keras
 
+from model_pruning import _compat
 from model_pruning import accessors
 from model_pruning import containers
 from model_pruning import registry
@@ -515,7 +516,7 @@ def _is_graph(layer: keras.layers.Layer) -> bool:
     """Whether `layer` is a plain Sequential or Functional model, which is
     rebuilt layer by layer (a subclass, such as a KerasHub backbone, is not:
     its own config recreates it, so it is copied whole)."""
-    return type(layer) in (keras.Sequential, keras.src.models.Functional)
+    return type(layer) in (keras.Sequential, _compat.functional_class())
 
 
 def _check_built(model: keras.Model) -> None:
@@ -584,14 +585,10 @@ def _clone(model: keras.Model, clone_function) -> keras.Model:
             ),
             model.input,
         )
-    compiled = model.compiled
-    model.compiled = False  # Restored below; read only by `clone_model`.
-    try:
+    with _compat.uncompiled(model):
         return keras.models.clone_model(
             model, input_tensors=inputs, clone_function=clone_function
         )
-    finally:
-        model.compiled = compiled
 
 
 def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:

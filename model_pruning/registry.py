@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import keras
 
+from model_pruning import _compat
+
 
 class Candidate(NamedTuple):
     """A weight of a layer that can be pruned.
@@ -86,7 +88,7 @@ _RNN_CELLS = (
     keras.layers.LSTMCell,
     keras.layers.GRUCell,
     keras.layers.SimpleRNNCell,
-    keras.src.layers.rnn.conv_lstm.ConvLSTMCell,
+    _compat.conv_lstm_cell_class(),
 )
 
 # Layers whose weights are known and never pruned: normalization statistics
@@ -348,7 +350,7 @@ def _sublayer_names(
     """
     attributes: dict[int, str] = {}
     # A graph model's layer names are in its config, so they are stable.
-    if not isinstance(layer, (keras.Sequential, keras.src.models.Functional)):
+    if not isinstance(layer, (keras.Sequential, _compat.functional_class())):
         for attribute, value in vars(layer).items():
             if attribute in bookkeeping_attributes():
                 continue

@@ -18,8 +18,7 @@ import keras
 import tensorflow as tf
 
 # Not in Keras' public API; needed to read variables at full precision.
-from keras.src.backend import AutocastScope
-
+from model_pruning import _compat
 from model_pruning import registry
 from model_pruning._compat import set_call_signature
 from model_pruning.arguments import resolve_hparams
@@ -397,7 +396,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         write `+0.0`. Autocasting is off, so under a mixed-precision policy
         the float32 weights keep their precision.
         """
-        with AutocastScope(None):
+        with _compat.autocast_off():
             for entry in self.pruned_weights:
                 entry.weight.assign(entry.weight * entry.mask)
 

@@ -12,7 +12,6 @@ import re
 import signal
 import stat
 import time
-import types
 
 import keras
 import numpy as np
@@ -402,14 +401,10 @@ def test_sigkill_during_saves_leaves_a_loadable_checkpoint_unlike_keras(
 
 
 def test_remote_paths_are_left_to_model_checkpoint(tmp_path, monkeypatch):
-    from model_pruning import checkpoint
+    from model_pruning import _compat
 
     # Treat the local path as remote (as Keras treats `gs://...`).
-    monkeypatch.setattr(
-        checkpoint,
-        "file_utils",
-        types.SimpleNamespace(is_remote_path=lambda path: True),
-    )
+    monkeypatch.setattr(_compat, "is_remote_path", lambda path: True)
     staging_seen = []
     save_state = saving_lib._save_state
 

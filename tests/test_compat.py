@@ -64,3 +64,103 @@ def test_tflite_schema_reads_densify_and_sparsity():
         ) from error
     assert densify == 124, tf.__version__
     assert {"traversalOrder", "blockMap", "dimMetadata"} <= set(fields)
+
+
+def _fails_loudly(what):
+    """A context that turns an internal's failure into one naming Keras."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def context():
+        try:
+            yield
+        except (AttributeError, ImportError, TypeError, KeyError) as error:
+            raise AssertionError(
+                f"Keras changed {what} (Keras {keras.__version__}): {error}"
+            ) from error
+
+    return context()
+
+
+def test_functional_class_is_what_a_graph_model_is():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with _fails_loudly("`keras.src.models.Functional`"):
+        functional = _compat.functional_class()
+    assert type(model) is functional, keras.__version__
+
+
+def test_conv_lstm_cell_class_is_the_cell_of_conv_lstm_layers():
+    with _fails_loudly("`keras.src.layers.rnn.conv_lstm.ConvLSTMCell`"):
+        cell_class = _compat.conv_lstm_cell_class()
+    layer = keras.layers.ConvLSTM2D(2, 3, name="compat_conv_lstm")
+    assert isinstance(layer.cell, cell_class), keras.__version__
+
+
+def test_autocast_off_reads_float32_variables_under_mixed_precision():
+    seen = {}
+
+    class Probe(keras.layers.Layer):
+        def build(self, input_shape):
+            self.v = self.add_weight(shape=(2,), initializer="ones")
+
+        def call(self, inputs):
+            seen["autocast"] = keras.ops.convert_to_tensor(self.v).dtype
+            with _compat.autocast_off():
+                seen["off"] = keras.ops.convert_to_tensor(self.v).dtype
+            return inputs
+
+    with _fails_loudly("`keras.src.backend.AutocastScope`"):
+        Probe(dtype="mixed_float16", name="compat_probe")(
+            keras.ops.ones((1, 2))
+        )
+    assert seen == {"autocast": "float16", "off": "float32"}, (
+        keras.__version__,
+        seen,
+    )
+
+
+def test_uncompiled_hides_and_restores_the_compiled_flag():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    with _compat.uncompiled(model):
+        assert not model.compiled, keras.__version__
+    assert model.compiled, keras.__version__
+
+
+def test_untrack_forgets_a_replaced_sublayer():
+    class Holder(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.inner = keras.layers.Dense(1, name="compat_old")
+
+        def call(self, inputs):
+            return self.inner(inputs)
+
+    holder = Holder(name="compat_holder")
+    old = holder.inner
+    with _fails_loudly("`Layer._tracker.untrack`"):
+        _compat.untrack(holder, old)
+    holder.inner = keras.layers.Dense(1, name="compat_new")
+    names = [layer.name for layer in holder.layers]
+    assert names == ["compat_new"], (keras.__version__, names)
+
+
+def test_copy_build_shapes_gives_the_copy_the_build_config():
+    source = keras.layers.Dense(2, name="compat_source")
+    source.build((None, 3))
+    copy = keras.layers.Dense(2, name="compat_copy")
+    with _fails_loudly("`Layer._build_shapes_dict`"):
+        _compat.copy_build_shapes(source, copy)
+    assert copy.get_build_config() == source.get_build_config(), (
+        keras.__version__
+    )
+
+
+def test_file_helpers_of_model_checkpoint(capsys):
+    with _fails_loudly("`keras.src.utils.file_utils` / `io_utils`"):
+        remote = _compat.is_remote_path("gs://bucket/model.keras")
+        local = _compat.is_remote_path("/tmp/model.keras")
+        _compat.print_message("compat message")
+    assert remote and not local, keras.__version__
+    assert "compat message" in capsys.readouterr().out, keras.__version__
