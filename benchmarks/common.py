@@ -254,6 +254,22 @@ def make_row(
     }
 
 
+def error_row(name: str, group: str, details: dict | None = None) -> dict:
+    """Returns the row of a measurement that failed: no values, no
+    target; `name` says what failed."""
+    return {
+        "name": name,
+        "group": group,
+        "median": None,
+        "min": None,
+        "max": None,
+        "n": 0,
+        "target": None,
+        "met": None,
+        "details": details or {},
+    }
+
+
 def _format_number(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{value:.3f}"

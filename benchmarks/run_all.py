@@ -131,20 +131,6 @@ def _rows_of(payload, group: str) -> list[dict]:
     return [_normalize_row(r, group) for r in rows if isinstance(r, dict)]
 
 
-def _error_row(name: str, group: str, message: str) -> dict:
-    return {
-        "name": f"{name}: {message}",
-        "group": group,
-        "median": None,
-        "min": None,
-        "max": None,
-        "n": 0,
-        "target": None,
-        "met": None,
-        "details": {},
-    }
-
-
 def _run_benchmark(name: str, quick: bool, directory: str) -> dict:
     """Runs one benchmark script; returns its record and rows."""
     script = os.path.join(_HERE, _BENCHMARKS[name])
@@ -171,9 +157,11 @@ def _run_benchmark(name: str, quick: bool, directory: str) -> dict:
             payload = json.load(file)
     rows = [] if payload is None else _rows_of(payload, name)
     if returncode != 0:
-        rows.append(_error_row(name, name, f"FAILED (exit {returncode})"))
+        rows.append(
+            common.error_row(f"{name}: FAILED (exit {returncode})", name)
+        )
     elif not rows:
-        rows.append(_error_row(name, name, "no rows in its JSON"))
+        rows.append(common.error_row(f"{name}: no rows in its JSON", name))
     if name == "mask_update" and payload is not None:
         record["raw"] = payload
     return {**record, "rows": rows}

@@ -596,20 +596,6 @@ def _size_rows(model_name: str, files: _Files) -> list[dict]:
     return rows
 
 
-def _error_row(name: str, message: str) -> dict:
-    return {
-        "name": f"{name}: FAILED ({message})",
-        "group": _GROUP,
-        "median": None,
-        "min": None,
-        "max": None,
-        "n": 0,
-        "target": None,
-        "met": None,
-        "details": {"error": message},
-    }
-
-
 def run(
     cases: list[_Case], rounds: int, sample_seconds: float, seed: int
 ) -> tuple[list[dict], list[str]]:
@@ -632,7 +618,13 @@ def run(
                 except Exception as error:  # noqa: BLE001 (report, go on)
                     traceback.print_exc()
                     message = f"{type(error).__name__}: {error}"[:300]
-                    rows.append(_error_row(name, message))
+                    rows.append(
+                        common.error_row(
+                            f"{name}: FAILED ({message})",
+                            _GROUP,
+                            {"error": message},
+                        )
+                    )
                     problems.append(f"{name}: {message}")
                     continue
                 for row in case_rows:
