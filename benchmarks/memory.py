@@ -4,7 +4,8 @@ Two models: `single`, one 37M-element weight (`Dense(6100)` on 6100
 inputs: a 6100 x 6100 kernel, 37.2M weights), and `mlp`, a 50M-parameter
 MLP of several kernels (4096 inputs, three `Dense(4096)`: 50.3M weights).
 Each is trained with Adam for a few steps,
-dense in one fresh process and pruned in another: `PolynomialDecay(0.0,
+dense in one fresh process and pruned in another (twice: masks of the
+weights' dtype, float32, and `mask_dtype="uint8"`): `PolynomialDecay(0.0,
 0.9, begin_step=0, end_step=steps - 2, frequency=2)` with
 `UpdatePruningStep`: 4 steps, the masks update at step 2 and end at 90%
 sparsity (a second update, at step 4 of 6, raised the peak by under 1%:
@@ -12,8 +13,9 @@ sparsity (a second update, at step 4 of 6, raised the peak by under 1%:
 size (`VmHWM` in `/proc/self/status`) after the fit, which includes the
 TensorFlow runtime, the weights, Adam's slots, the gradients and, for the
 pruned side, the masks and the mask update's temporaries.
-Sides run in ABBA order (dense, pruned, pruned, dense, ...), one process
-each; the row is the median of the per-pair ratios pruned / dense.
+Sides run in ABBA order (dense, pruned, pruned_uint8, pruned_uint8,
+pruned, dense, ...), one process each; each row is the median of the
+per-round ratios pruned / dense.
 
     python benchmarks/memory.py [--quick] [--json=PATH] [--pairs=2]
         [--models=single,mlp] [--units=6100] [--steps=4] [--batch_size=32]
@@ -48,7 +50,10 @@ _MODELS = flags.DEFINE_list(
 _STEPS = flags.DEFINE_integer("steps", 4, "Training steps.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
 _SIDE = flags.DEFINE_enum(
-    "side", None, ["dense", "pruned"], "Run one side here (internal)."
+    "side",
+    None,
+    ["dense", "pruned", "pruned_uint8"],
+    "Run one side here (internal).",
 )
 _MODEL = flags.DEFINE_enum(
     "model", "single", ["single", "mlp"], "The model of --side (internal)."
@@ -102,7 +107,7 @@ def _train(
     )
     units = widths[-1]
     callbacks = []
-    if side == "pruned":
+    if side != "dense":
         schedule = mp.PolynomialDecay(
             initial_sparsity=0.0,
             final_sparsity=common.FINAL_SPARSITY,
@@ -110,7 +115,11 @@ def _train(
             end_step=max(2, steps - 2),
             frequency=2,
         )
-        model = mp.prune_low_magnitude(model, pruning_schedule=schedule)
+        model = mp.prune_low_magnitude(
+            model,
+            pruning_schedule=schedule,
+            mask_dtype="uint8" if side == "pruned_uint8" else None,
+        )
         callbacks = [mp.UpdatePruningStep()]
     model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
     rng = np.random.default_rng(0)
@@ -128,7 +137,7 @@ def _train(
         "rss_before_fit_mib": round(rss_before_fit, 1),
         "peak_rss_mib": round(_status_mib("VmHWM"), 1),
     }
-    if side == "pruned":
+    if side != "dense":
         result["sparsity"] = [
             round(float(s), 4) for s in mp.get_weight_sparsity(model)
         ]
@@ -158,8 +167,8 @@ def _run_side(
 def run(
     pairs: int, model: str, units: int, steps: int, batch: int
 ) -> list[dict]:
-    """Runs `pairs` ABBA pairs of processes; returns the row."""
-    sides = {"dense": [], "pruned": []}
+    """Runs `pairs` ABBA rounds of processes; returns the two rows."""
+    sides = {"dense": [], "pruned": [], "pruned_uint8": []}
 
     def measure(side: str, round_index: int) -> float:
         del round_index
@@ -168,8 +177,16 @@ def run(
         print(json.dumps(result), flush=True)
         return result["peak_rss_mib"]
 
-    samples = common.run_rounds(("dense", "pruned"), pairs, measure)
-    ratios = common.ratios(samples, "pruned", "dense")
+    samples = common.run_rounds(tuple(sides), pairs, measure)
+    return [
+        _row(model, units, steps, batch, side, samples, sides)
+        for side in ("pruned", "pruned_uint8")
+    ]
+
+
+def _row(model, units, steps, batch, side, samples, sides) -> dict:
+    """The row of one pruned side against the dense side."""
+    ratios = common.ratios(samples, side, "dense")
     details = {
         "model": f"{_describe(model, units)}, Adam, batch {batch}",
         "largest_weight_elements": sides["dense"][-1][
@@ -186,18 +203,17 @@ def run(
             )
             for side, results in sides.items()
         },
-        "final_sparsity": sides["pruned"][-1]["sparsity"],
+        "final_sparsity": sides[side][-1]["sparsity"],
         "ratios": [round(r, 4) for r in ratios],
     }
-    return [
-        common.make_row(
-            f"memory {_name(model, units)} Adam: pruned/dense peak RSS",
-            _GROUP,
-            ratios,
-            _TARGET,
-            details,
-        )
-    ]
+    masks = "uint8 masks" if side == "pruned_uint8" else "float32 masks"
+    return common.make_row(
+        f"memory {_name(model, units)} Adam, {masks}: pruned/dense peak RSS",
+        _GROUP,
+        ratios,
+        _TARGET,
+        details,
+    )
 
 
 def _name(model: str, units: int) -> str:

@@ -77,6 +77,12 @@ _PAIRS = flags.DEFINE_integer(
     "pairs", None, "Timed rounds (pairs) per row. Default 15, 2 in --quick."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of weights and data.")
+_MASK_DTYPE = flags.DEFINE_enum(
+    "mask_dtype",
+    "",
+    ["", "uint8"],
+    "`mask_dtype` of the pruned arm: '' (the weight's dtype) or 'uint8'.",
+)
 
 _GROUP = "training_overhead"
 _ARMS = ("dense", "pruned", "dense_copy")
@@ -181,7 +187,11 @@ class _Cell:
                 end_step=self.end_step,
                 frequency=common.FREQUENCY,
             )
-            model = mp.prune_low_magnitude(model, pruning_schedule=schedule)
+            model = mp.prune_low_magnitude(
+                model,
+                pruning_schedule=schedule,
+                mask_dtype=_MASK_DTYPE.value or None,
+            )
             callbacks.append(mp.UpdatePruningStep())
         with warnings.catch_warnings():
             # Keras warns and falls back if a model cannot be jit-compiled;
@@ -312,6 +322,8 @@ class _Cell:
             },
         }
         name = f"train {self.spec.name} {self.variant_name}"
+        if _MASK_DTYPE.value:
+            name += f" ({_MASK_DTYPE.value} masks)"
         return [
             common.make_row(
                 f"{name}: pruned/dense",

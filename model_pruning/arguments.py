@@ -20,6 +20,7 @@ def resolve_hparams(
     hparams: Any,
     sparsity_m_by_n: Any = None,
     pruning_scheme: str | None = None,
+    mask_dtype: str | None = None,
 ) -> PruningHParams:
     """Returns the one `PruningHParams` that tfmot's or contrib's arguments
     describe.
@@ -32,6 +33,7 @@ def resolve_hparams(
         hparams: A `PruningHParams` (contrib's way), or `None`.
         sparsity_m_by_n: `(M, N)` or `None`.
         pruning_scheme: `"uniform"`, `"layerwise"`, `"global"` or `None`.
+        mask_dtype: `""` (the weight's dtype), `"uint8"` or `None`.
 
     Returns:
         A validated `PruningHParams`.
@@ -51,14 +53,17 @@ def resolve_hparams(
             or block_pooling_type != "AVG"
             or sparsity_m_by_n is not None
             or pruning_scheme is not None
+            or mask_dtype is not None
         ):
             raise ValueError(
                 "With `hparams`, set block_height, block_width, "
-                "block_pooling_function, sparsity_m_by_n and pruning_scheme "
-                f"in the hparams. Received: block_size={block_size!r}, "
+                "block_pooling_function, sparsity_m_by_n, pruning_scheme "
+                "and mask_dtype in the hparams. Received: "
+                f"block_size={block_size!r}, "
                 f"block_pooling_type={block_pooling_type!r}, "
                 f"sparsity_m_by_n={sparsity_m_by_n!r}, "
-                f"pruning_scheme={pruning_scheme!r}"
+                f"pruning_scheme={pruning_scheme!r}, "
+                f"mask_dtype={mask_dtype!r}"
             )
         if not isinstance(hparams, PruningHParams):
             raise TypeError(
@@ -90,6 +95,7 @@ def resolve_hparams(
         block_pooling_function=block_pooling_type,
         sparsity_m_by_n=m_by_n,
         pruning_scheme=pruning_scheme or "uniform",
+        mask_dtype=mask_dtype or "",
     )
 
 

@@ -45,6 +45,7 @@ import tensorflow as tf
 from model_pruning import selection
 
 FUSED_DTYPES = (tf.float32, tf.float64)
+FUSED_MASK_DTYPES = (*FUSED_DTYPES, tf.uint8)
 # Below this many entries the assigns run as TF ops: there XLA's call costs
 # more than the passes it saves (measured: 1M entries, 4.8 ms with TF ops
 # against 7.9 ms with XLA; 10M, 24 against 22; 37M, 82 against 66), and
@@ -59,7 +60,8 @@ def kth_largest_magnitude(
 
     Args:
         weights: Float tensors (one dtype in `FUSED_DTYPES`).
-        masks: Their masks (0 pruned, non-zero kept), same shapes.
+        masks: Their masks (0 pruned, non-zero kept), same shapes, each
+            of a dtype in `FUSED_MASK_DTYPES`.
         k: Integer scalar in `[0, total size]`.
 
     Returns:

@@ -44,6 +44,7 @@ def prune_low_magnitude(
     *,
     sparsity_m_by_n: tuple[int, int] | None = None,
     pruning_scheme: str | None = None,
+    mask_dtype: str | None = None,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     policy: Callable[[keras.layers.Layer], Any] | None = None,
@@ -100,6 +101,9 @@ def prune_low_magnitude(
             sparsity). Defaults to `None`.
         pruning_scheme: `"uniform"`, `"layerwise"` or `"global"` (see
             `PruningHParams`). Defaults to `None`: `"uniform"`.
+        mask_dtype: `"uint8"` keeps each mask in one byte per entry
+            instead of the weight's dtype (see `PruningHParams`). Defaults
+            to `None`: the weight's dtype.
         include: Weight-name regexes to prune (`re.search`); when given,
             only matching candidates are pruned, including ones not pruned by
             default (depthwise kernels). Defaults to `None`.
@@ -148,6 +152,7 @@ def prune_low_magnitude(
             hparams,
             sparsity_m_by_n,
             pruning_scheme,
+            mask_dtype,
         ),
         include=include,
         exclude=exclude,
@@ -334,8 +339,11 @@ def _override(settings: _Settings, args: Any, where: str) -> _Settings:
             None,
         )
         if not args.get("hparams"):
-            # A per-layer schedule keeps the model's scheme.
-            spec = spec.override(pruning_scheme=settings.spec.pruning_scheme)
+            # A per-layer schedule keeps the model's scheme and mask dtype.
+            spec = spec.override(
+                pruning_scheme=settings.spec.pruning_scheme,
+                mask_dtype=settings.spec.mask_dtype,
+            )
     include = args.get("include", settings.include)
     exclude = args.get("exclude", settings.exclude)
     _check_patterns(include, exclude)

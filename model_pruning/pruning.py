@@ -387,10 +387,12 @@ def _update_weight(
                 tf.cast(update.threshold, entry.threshold.dtype)
             )
             new_mask = update.mask
-        combined = new_mask * old_mask
+        combined = tf.cast(new_mask, old_mask.dtype) * old_mask
         entry.mask.assign(combined)
         if mask_weight:
-            entry.weight.assign(entry.weight * combined)
+            entry.weight.assign(
+                entry.weight * tf.cast(combined, entry.weight.dtype)
+            )
         return tf.constant(True)
 
     finite = tf.reduce_all(tf.math.is_finite(magnitudes))
@@ -409,7 +411,7 @@ def _fusable(
         and len(dtypes) == 1
         and dtypes <= set(fused_update.FUSED_DTYPES)
         and all(
-            tf.as_dtype(e.mask.dtype) in fused_update.FUSED_DTYPES
+            tf.as_dtype(e.mask.dtype) in fused_update.FUSED_MASK_DTYPES
             and mask_lib.is_elementwise(
                 e.mask.shape, e.block_dims, e.input_axes
             )
@@ -506,7 +508,9 @@ def _update_global(
             entry.threshold.assign(tf.cast(threshold, entry.threshold.dtype))
             combined = tf.cast(mask, old.dtype) * old
             entry.mask.assign(combined)
-            entry.weight.assign(entry.weight * combined)
+            entry.weight.assign(
+                entry.weight * tf.cast(combined, entry.weight.dtype)
+            )
         return tf.constant(True)
 
     finite = tf.reduce_all(

@@ -2,7 +2,8 @@
 
 For each prunable weight `<w>` of the wrapped layer (or of its sublayers,
 at any depth) the wrapper adds two
-non-trainable variables, `<w>_mask` (ones, the weight's shape and dtype) and
+non-trainable variables, `<w>_mask` (ones, the weight's shape and dtype, or
+uint8 with `mask_dtype="uint8"`) and
 `<w>_threshold` (a zero scalar), plus one int64 `last_mask_update_step` for the
 layer. It only holds state and applies the mask; `pruning.Pruning` decides
 when and how masks change.
@@ -75,7 +76,11 @@ class MaskConstraint:
     def __call__(self, weight: Any) -> Any:
         if self.inner is not None:
             weight = self.inner(weight)
-        return weight * keras.ops.cast(self.mask, weight.dtype)
+        if self.mask.dtype == weight.dtype:
+            return weight * self.mask
+        # A uint8 mask selects: casting it first would add a temporary of
+        # the weight's size.
+        return keras.ops.where(self.mask != 0, weight, 0)
 
 
 class NoMaskUpdaterError(ValueError, tf.errors.InvalidArgumentError):
@@ -167,6 +172,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             embeddings).
         exclude: Regular expressions of weights not to prune. Defaults to
             `()`.
+        mask_dtype: `"uint8"` for masks of one byte per entry (see
+            `PruningHParams`). Defaults to `None`: the weight's dtype, or
+            the `hparams`' `mask_dtype`.
         **kwargs: Base layer arguments such as `name`. Defaults the name to
             `"prune_low_magnitude_<layer name>"`.
 
@@ -189,6 +197,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         hparams: Any = None,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] = (),
+        mask_dtype: str | None = None,
         **kwargs,
     ):
         if isinstance(layer, PruneLowMagnitude):
@@ -215,6 +224,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             block_pooling_type,
             _as_hparams(hparams),
             sparsity_m_by_n,
+            mask_dtype=mask_dtype,
         )
         include = check_patterns("include", include)
         exclude = check_patterns("exclude", exclude)
@@ -364,7 +374,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         mask = self.add_weight(
             name=f"{base}_mask",
             shape=weight.shape,
-            dtype=weight.dtype,
+            dtype=self.hparams.mask_dtype or weight.dtype,
             initializer="ones",
             trainable=False,
         )
@@ -398,7 +408,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """
         with _compat.autocast_off():
             for entry in self.pruned_weights:
-                entry.weight.assign(entry.weight * entry.mask)
+                mask = keras.ops.cast(entry.mask, entry.weight.dtype)
+                entry.weight.assign(entry.weight * mask)
 
     def call(self, *args, training=None, **kwargs):
         if training and not self.has_mask_updater:
