@@ -207,6 +207,13 @@ class PruningHParams:
         )
         return None if value is None else float(value)
 
+    def sparsity_scale(self, weight_path: str) -> float:
+        """The factor `weight_sparsity_map` puts on the schedule for this
+        weight: `sparsity / target_sparsity`, or 1.0 when no entry matches.
+        """
+        mapped = self.weight_target_sparsity(weight_path)
+        return 1.0 if mapped is None else mapped / self.target_sparsity
+
     def block_dims(self, weight_path: str) -> tuple[int, int]:
         """Returns the block dimensions `(height, width)` for a weight.
 

@@ -42,29 +42,6 @@ def num_kept(size: int, sparsity: tf.Tensor) -> tf.Tensor:
     return tf.cast(kept, tf.int32)
 
 
-def kth_largest(values: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
-    """Returns the k-th largest entry of `values` (the reference: a full sort).
-
-    For `k == 0` returns the next float above the largest entry, so that
-    `values >= result` selects nothing.
-
-    Args:
-        values: A tensor of magnitudes (any shape).
-        k: An int32 scalar in `[0, size]`.
-
-    Returns:
-        A scalar of the dtype of `values`.
-    """
-    flat = tf.reshape(values, [-1])
-    size = flat.shape[0]
-    ordered = tf.math.top_k(flat, k=size, sorted=True).values
-    index = tf.maximum(k - 1, 0)
-    above_max = tf.math.nextafter(
-        ordered[0], tf.constant(float("inf"), flat.dtype)
-    )
-    return tf.where(k > 0, tf.gather(ordered, index), above_max)
-
-
 def decayed_threshold(
     current: tf.Tensor, previous: tf.Tensor, threshold_decay: float
 ) -> tf.Tensor:

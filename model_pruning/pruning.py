@@ -1,8 +1,8 @@
 """`Pruning`: contrib's hparams-driven mask updater, over a Keras model.
 
 It reads the global step (the optimizer's `iterations` unless given), decides
-per pruned layer whether masks are due (`schedule.should_update_masks`),
-computes new thresholds and masks (`mask.py`) and assigns them. The
+per pruned layer whether masks are due and updates them
+(`mask_update.update_when_due`). The
 `UpdatePruningStep` callback runs it in `model.fit`; custom loops call
 `conditional_mask_update_op()` after applying gradients.
 """
@@ -14,11 +14,9 @@ from typing import Any
 import tensorflow as tf
 
 from model_pruning import accessors
-from model_pruning import fused_update
-from model_pruning import mask as mask_lib
+from model_pruning import mask_update
 from model_pruning import schedule
 from model_pruning.hparams import PruningHParams
-from model_pruning.wrapper import PrunedWeight
 from model_pruning.wrapper import PruneLowMagnitude
 
 
@@ -225,56 +223,34 @@ class Pruning:
     def _update_all_layers(self, force: tf.Tensor) -> tf.Tensor:
         step = self.global_step()
         if self._scheme == "global":
-            return self._maybe_update_global(step, force)
-        updated = [
-            self._maybe_update_layer(layer, layer_step, force)
-            for layer, layer_step in zip(
-                self._layers, self.layer_steps(step), strict=True
+            hparams = self._spec or self._layers[0].hparams
+            return mask_update.update_when_due(
+                hparams,
+                accessors.pruned_weights(self._layers),
+                step,
+                [layer.last_mask_update_step for layer in self._layers],
+                lambda: self.sparsity(hparams, step),
+                force,
+                one_threshold=True,
+                xla=self._xla,
             )
-        ]
+        updated = []
+        for layer, layer_step in zip(
+            self._layers, self.layer_steps(step), strict=True
+        ):
+            hparams = self._spec or layer.hparams
+            updated.append(
+                mask_update.update_when_due(
+                    hparams,
+                    layer.pruned_weights,
+                    layer_step,
+                    [layer.last_mask_update_step],
+                    functools.partial(self.sparsity, hparams, layer_step),
+                    force,
+                    xla=self._xla,
+                )
+            )
         return tf.reduce_any(tf.stack(updated))
-
-    def _maybe_update_global(
-        self, step: tf.Tensor, force: tf.Tensor
-    ) -> tf.Tensor:
-        hparams = self._spec or self._layers[0].hparams
-        due = tf.logical_or(
-            force,
-            schedule.should_update_masks(
-                hparams, step, self._layers[0].last_mask_update_step
-            ),
-        )
-
-        def update() -> tf.Tensor:
-            entries = accessors.pruned_weights(self._layers)
-            _update_global(
-                entries, hparams, self.sparsity(hparams, step), self._xla
-            )
-            for layer in self._layers:
-                layer.last_mask_update_step.assign(step)
-            return tf.constant(True)
-
-        return tf.cond(due, update, lambda: tf.constant(False))
-
-    def _maybe_update_layer(
-        self, layer: PruneLowMagnitude, step: tf.Tensor, force: tf.Tensor
-    ) -> tf.Tensor:
-        hparams = self._spec or layer.hparams
-        due = tf.logical_or(
-            force,
-            schedule.should_update_masks(
-                hparams, step, layer.last_mask_update_step
-            ),
-        )
-
-        def update() -> tf.Tensor:
-            sparsity = self.sparsity(hparams, step)
-            for entry in layer.pruned_weights:
-                _update_weight(entry, hparams, sparsity, self._xla)
-            layer.last_mask_update_step.assign(step)
-            return tf.constant(True)
-
-        return tf.cond(due, update, lambda: tf.constant(False))
 
     def target_sparsities(self) -> dict[str, tf.Tensor]:
         """Returns each pruned weight's target sparsity at the current step.
@@ -332,191 +308,6 @@ class Pruning:
         for layer in self._layers:
             hparams = self._spec or layer.hparams
             logging.info("%s: %s", layer.name, hparams.to_json())
-
-
-def _update_weight(
-    entry: PrunedWeight,
-    hparams: PruningHParams,
-    sparsity: tf.Tensor,
-    xla: bool = False,
-    mask_weight: bool = True,
-) -> None:
-    """Computes and assigns one weight's new threshold and mask.
-
-    With `mask_weight` the weight is also set to `weight * mask`, so the
-    next forward pass sees the new mask (the contrib mirror masks in its
-    forward pass instead, and passes `False`).
-
-    Magnitudes of already-pruned weights count as zero and the new mask is
-    ANDed with the old one, so masks only shrink. A weight with no elements
-    has nothing to update. Under `sparsity_m_by_n` the mask keeps the
-    largest `N - M` of each group and the threshold is left as it is. A NaN
-    or Inf in an unpruned entry cannot be
-    ranked: that weight keeps its mask and threshold, and the update raises
-    `tf.errors.InvalidArgumentError` naming it (under XLA, where ops cannot
-    raise, it only keeps them). Other weights update as usual.
-    """
-    if entry.mask.shape.num_elements() == 0:
-        return
-    if _fusable([entry], hparams, xla):
-        _update_fused(
-            [entry],
-            tf.cast(sparsity * entry.sparsity_scale, tf.float32),
-            hparams.threshold_decay,
-            mask_weight,
-        )
-        return
-    old_mask = entry.mask
-    magnitudes = _checked_magnitudes(entry)
-
-    def assign_new_mask() -> tf.Tensor:
-        if hparams.m_by_n is not None:
-            new_mask = mask_lib.m_by_n_mask(magnitudes, *hparams.m_by_n)
-        else:
-            update = mask_lib.block_magnitude_mask(
-                magnitudes,
-                tf.cast(sparsity * entry.sparsity_scale, tf.float32),
-                entry.threshold,
-                hparams.threshold_decay,
-                entry.block_dims,
-                hparams.block_pooling_function,
-                xla,
-                entry.input_axes,
-            )
-            entry.threshold.assign(
-                tf.cast(update.threshold, entry.threshold.dtype)
-            )
-            new_mask = update.mask
-        combined = tf.cast(new_mask, old_mask.dtype) * old_mask
-        entry.mask.assign(combined)
-        if mask_weight:
-            entry.weight.assign(
-                entry.weight * tf.cast(combined, entry.weight.dtype)
-            )
-        return tf.constant(True)
-
-    finite = tf.reduce_all(tf.math.is_finite(magnitudes))
-    tf.cond(finite, assign_new_mask, lambda: tf.constant(False))
-
-
-def _fusable(
-    entries: list[PrunedWeight], hparams: PruningHParams, xla: bool
-) -> bool:
-    """Whether `fused_update` can run these weights' element-wise update:
-    not under XLA, no N:M, no blocks, one float32 or float64 dtype."""
-    dtypes = {tf.as_dtype(e.weight.dtype) for e in entries}
-    return (
-        not xla
-        and hparams.m_by_n is None
-        and len(dtypes) == 1
-        and dtypes <= set(fused_update.FUSED_DTYPES)
-        and all(
-            tf.as_dtype(e.mask.dtype) in fused_update.FUSED_MASK_DTYPES
-            and mask_lib.is_elementwise(
-                e.mask.shape, e.block_dims, e.input_axes
-            )
-            for e in entries
-        )
-    )
-
-
-def _update_fused(
-    entries: list[PrunedWeight],
-    sparsity: tf.Tensor,
-    threshold_decay: float,
-    mask_weight: bool,
-) -> None:
-    """The element-wise update (one threshold over `entries`) in two host
-    passes per weight (`fused_update`): the same masks and thresholds as
-    the general path, which raises the same way on NaN or Inf."""
-    weights = [tf.convert_to_tensor(e.weight) for e in entries]
-    masks = [tf.convert_to_tensor(e.mask) for e in entries]
-    total = sum(w.shape.num_elements() for w in weights)
-    kth, finite = fused_update.kth_largest_magnitude(
-        weights, masks, mask_lib.num_kept(total, sparsity)
-    )
-    threshold = mask_lib.decayed_threshold(
-        kth, entries[0].threshold, threshold_decay
-    )
-
-    def assign_new_masks() -> tf.Tensor:
-        for entry in entries:
-            entry.threshold.assign(tf.cast(threshold, entry.threshold.dtype))
-        fused_update.assign_at_threshold(
-            [e.weight for e in entries],
-            [e.mask for e in entries],
-            threshold,
-            mask_weight,
-        )
-        return tf.constant(True)
-
-    tf.cond(finite, assign_new_masks, lambda: tf.constant(False))
-    names = ", ".join(repr(e.name) for e in entries)
-    tf.debugging.Assert(
-        finite,
-        [
-            f"model_pruning: weight {names} holds NaN or Inf, so its "
-            "magnitudes cannot be ranked; its mask was not updated"
-        ],
-    )
-
-
-def _checked_magnitudes(entry: PrunedWeight) -> tf.Tensor:
-    """`|w|` with pruned entries at 0; raises on NaN or Inf (see above)."""
-    return tf.debugging.check_numerics(
-        tf.abs(mask_lib.apply_mask(entry.weight, entry.mask)),
-        f"model_pruning: weight {entry.name!r} holds NaN or Inf, so its "
-        "magnitudes cannot be ranked; its mask was not updated",
-    )
-
-
-def _update_global(
-    entries: list[PrunedWeight],
-    hparams: PruningHParams,
-    sparsity: tf.Tensor,
-    xla: bool,
-) -> None:
-    """Assigns one threshold over all `entries` and their new masks.
-
-    Keeps the `round_half_even((1 - s) * N)` largest unpruned magnitudes of
-    all `N` weights (ties at the threshold kept). A NaN or Inf anywhere
-    leaves every mask as it was (and raises, as in `_update_weight`).
-    """
-    entries = [e for e in entries if e.mask.shape.num_elements()]
-    if not entries:
-        return
-    if _fusable(entries, hparams, xla):
-        _update_fused(
-            entries,
-            tf.cast(sparsity, tf.float32),
-            hparams.threshold_decay,
-            True,
-        )
-        return
-    old_masks = [tf.identity(e.mask) for e in entries]
-    magnitudes = [_checked_magnitudes(e) for e in entries]
-
-    def assign_new_masks() -> tf.Tensor:
-        threshold, masks = mask_lib.global_magnitude_masks(
-            magnitudes,
-            tf.cast(sparsity, tf.float32),
-            entries[0].threshold,
-            hparams.threshold_decay,
-            xla,
-        )
-        for entry, mask, old in zip(entries, masks, old_masks, strict=True):
-            entry.threshold.assign(tf.cast(threshold, entry.threshold.dtype))
-            combined = tf.cast(mask, old.dtype) * old
-            entry.mask.assign(combined)
-            entry.weight.assign(
-                entry.weight * tf.cast(combined, entry.weight.dtype)
-            )
-        return tf.constant(True)
-
-    finite = tf.reduce_all(
-        [tf.reduce_all(tf.math.is_finite(m)) for m in magnitudes]
-    )
-    tf.cond(finite, assign_new_masks, lambda: tf.constant(False))
 
 
 def _common_scheme(

@@ -385,8 +385,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             initializer="zeros",
             trainable=False,
         )
-        mapped = self.hparams.weight_target_sparsity(name)
-        scale = 1.0 if mapped is None else mapped / self.hparams.target_sparsity
         if not isinstance(weight.constraint, MaskConstraint):
             weight.constraint = MaskConstraint(mask, weight.constraint)
         return PrunedWeight(
@@ -395,7 +393,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             mask=mask,
             threshold=threshold,
             block_dims=self.hparams.block_dims(name),
-            sparsity_scale=scale,
+            sparsity_scale=self.hparams.sparsity_scale(name),
         )
 
     def apply_masks(self) -> None:

@@ -12,11 +12,11 @@ def as_numpy(variable):
 
 
 def zhu_gupta_target(step, initial, final, begin, end, power=3):
-    """Eq. (1) of Zhu & Gupta (2017), clipped, in float32 arithmetic."""
-    progress = F32(step - begin) / F32(end - begin)
-    progress = np.clip(progress, F32(0.0), F32(1.0)).astype(F32)
-    decay = (F32(1.0) - progress) ** F32(power)
-    return F32(F32(final) + F32(initial - final) * decay)
+    """Eq. (1) of Zhu & Gupta (2017), clipped: float64 arithmetic rounded
+    once to float32, as the library computes it."""
+    progress = np.clip(np.float64(step - begin) / np.float64(end - begin), 0, 1)
+    decay = (1.0 - progress) ** np.float64(power)
+    return F32(np.float64(final) + np.float64(initial - final) * decay)
 
 
 def expected_kept(size, sparsity):

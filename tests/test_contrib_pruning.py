@@ -17,6 +17,7 @@ import tensorflow as tf
 from model_pruning import contrib
 from model_pruning.contrib.python import pruning
 from model_pruning.contrib.python import registry
+from model_pruning.mask import block_magnitude_mask
 
 TEST_HPARAMS = ",".join(
     [
@@ -60,11 +61,11 @@ def _linspace_variable(name="weights"):
 def test_init(graph):
     hparams = pruning.get_pruning_hparams().parse(TEST_HPARAMS)
     p = pruning.Pruning(hparams)
-    assert p._spec.name == "test"
-    assert p._spec.threshold_decay == pytest.approx(0.9)
-    assert p._spec.pruning_frequency == 10
-    assert p._spec.sparsity_function_end_step == 100
-    assert p._spec.target_sparsity == pytest.approx(0.9)
+    assert p.spec.name == "test"
+    assert p.spec.threshold_decay == pytest.approx(0.9)
+    assert p.spec.pruning_frequency == 10
+    assert p.spec.sparsity_function_end_step == 100
+    assert p.spec.target_sparsity == pytest.approx(0.9)
 
 
 def test_init_with_external_sparsity(graph):
@@ -73,7 +74,7 @@ def test_init_with_external_sparsity(graph):
     p = pruning.Pruning(spec=hparams, sparsity=sparsity)
     with _session(graph) as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
-        assert sess.run(p._sparsity) == pytest.approx(0.5)
+        assert sess.run(p.sparsity) == pytest.approx(0.5)
 
 
 def test_init_with_variable_reuse(graph):
@@ -81,11 +82,11 @@ def test_init_with_variable_reuse(graph):
     hparams = pruning.get_pruning_hparams().parse(TEST_HPARAMS)
     p = pruning.Pruning(spec=hparams, sparsity=sparsity)
     p_copy = pruning.Pruning(spec=hparams, sparsity=sparsity)
-    assert p._last_update_step is p_copy._last_update_step
+    assert p.last_update_step is p_copy.last_update_step
     with _session(graph) as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
-        assert sess.run(p._sparsity) == pytest.approx(0.5)
-        assert sess.run(p._sparsity) == sess.run(p_copy._sparsity)
+        assert sess.run(p.sparsity) == pytest.approx(0.5)
+        assert sess.run(p.sparsity) == sess.run(p_copy.sparsity)
 
 
 def test_schedule_sparsity_follows_global_step(graph):
@@ -97,7 +98,7 @@ def test_schedule_sparsity_follows_global_step(graph):
         values = []
         for value in (0, 50, 100, 200):
             sess.run(step.assign(value))
-            values.append(sess.run(p._sparsity))
+            values.append(sess.run(p.sparsity))
     # s = 0.9 - 0.9 * (1 - t / 100) ** 3
     expected = [0.9 - 0.9 * (1 - min(t, 100) / 100) ** 3 for t in (0, 50, 100)]
     np.testing.assert_allclose(values[:3], expected, rtol=1e-6)
@@ -125,7 +126,7 @@ def test_update_single_mask(graph):
     masked_weights = pruning.apply_mask(weights)
     sparsity = tf.compat.v1.Variable(0.95, name="sparsity")
     p = pruning.Pruning(sparsity=sparsity)
-    p._spec.threshold_decay = 0.0
+    p.spec.threshold_decay = 0.0
     mask_update_op = p.mask_update_op()
     with _session(graph) as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
@@ -141,7 +142,17 @@ def _block_masking(graph, hparams, weights, expected_mask):
     p = pruning.Pruning(pruning_hparams, sparsity=sparsity)
     with _session(graph) as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
-        _, new_mask = p._maybe_update_block_mask(weights, threshold)
+        weights = tf.convert_to_tensor(weights)
+        name = registry.weight_name(weights)
+        spec = p.spec.hparams
+        _, new_mask = block_magnitude_mask(
+            tf.abs(weights),
+            p.sparsity * spec.sparsity_scale(name),
+            threshold,
+            spec.threshold_decay,
+            spec.block_dims(name),
+            spec.block_pooling_function,
+        )
         assert new_mask.get_shape() == weights.get_shape()
         np.testing.assert_array_equal(sess.run(new_mask), expected_mask)
 
@@ -267,7 +278,7 @@ def test_partitioned_variable_masking(graph):
     assert len(list(weights)) == 10
     assert len(list(pruning.get_masks()[0])) == 10  # the mask is partitioned
     p = pruning.Pruning(sparsity=sparsity)
-    p._spec.threshold_decay = 0.0
+    p.spec.threshold_decay = 0.0
     mask_update_op = p.mask_update_op()
     with _session(graph) as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
@@ -290,7 +301,7 @@ def test_conditional_mask_update(graph):
     masked_weights = pruning.apply_mask(weights)
     sparsity = tf.compat.v1.Variable(0.00, name="sparsity")
     p = pruning.Pruning(pruning_hparams, sparsity=sparsity)
-    p._spec.threshold_decay = 0.0
+    p.spec.threshold_decay = 0.0
     mask_update_op = p.conditional_mask_update_op()
     sparsity_val = tf.linspace(0.0, 0.9, 10)
     global_step = tf.compat.v1.train.get_global_step()
@@ -303,7 +314,7 @@ def test_conditional_mask_update(graph):
             sess.run(mask_update_op)
             sess.run(increment_global_step)
             non_zero_count.append(np.count_nonzero(sess.run(masked_weights)))
-        last_update = sess.run(p._last_update_step)
+        last_update = sess.run(p.last_update_step)
     # Weights pruned at steps 2, 4 and 6.
     assert non_zero_count == [100, 100, 80, 80, 60, 60, 40, 40, 40, 40]
     assert last_update == 6
@@ -428,7 +439,7 @@ def test_mask_update_op_is_an_op_and_sets_last_update_step(graph):
         sess.run(tf.compat.v1.global_variables_initializer())
         sess.run(step.assign(7))
         assert sess.run(op) is None
-        assert sess.run(p._last_update_step) == 7
+        assert sess.run(p.last_update_step) == 7
         assert sess.run(pruning.get_weight_sparsity()) == [pytest.approx(0.3)]
 
 
@@ -504,7 +515,7 @@ def test_update_single_mask_tf2(_fresh_registry):
     sparsity = tf.Variable(0.95)
     assert np.count_nonzero(pruning.apply_mask(weights)) == 100
     p = pruning.Pruning(sparsity=sparsity, global_step=tf.Variable(0))
-    p._spec.threshold_decay = 0.0
+    p.spec.threshold_decay = 0.0
     assert bool(p.mask_update_op())
     assert np.count_nonzero(pruning.apply_mask(weights)) == 5
     assert len(_fresh_registry.entries) == 1  # applied twice, one entry
@@ -520,7 +531,7 @@ def test_conditional_mask_update_tf2():
     sparsity = tf.Variable(0.0)
     step = tf.Variable(0, dtype=tf.int64)
     p = pruning.Pruning(hparams, global_step=step, sparsity=sparsity)
-    p._spec.threshold_decay = 0.0
+    p.spec.threshold_decay = 0.0
     counts, updated = [], []
     for value in np.linspace(0.0, 0.9, 10):
         sparsity.assign(value)
@@ -749,7 +760,7 @@ def test_graph_pruning_used_outside_its_graph(graph):
 
 def test_misaligned_collections_raise(graph):
     pruning.apply_mask(_linspace_variable())
-    tf.compat.v1.add_to_collection(pruning._MASK_COLLECTION, tf.ones([1]))
+    tf.compat.v1.add_to_collection(registry.MASK_COLLECTION, tf.ones([1]))
     p = pruning.Pruning()
     with pytest.raises(ValueError, match="not aligned"):
         p.mask_update_op()
@@ -766,6 +777,6 @@ def test_pruning_rejects_hparams_contrib_does_not_have(graph, monkeypatch):
         pruning.Pruning(spec)
     assert len(tf.compat.v1.global_variables()) == before
     p = pruning.Pruning(pruning.get_pruning_hparams().parse("name=late"))
-    p._spec.nbins = 7  # set after construction: checked when building ops
+    p.spec.nbins = 7  # set after construction: checked when building ops
     with pytest.raises(ValueError, match="Received: nbins=7"):
         p.mask_update_op()

@@ -10,7 +10,6 @@ from model_pruning import PruningHParams
 from model_pruning.mask import MaskUpdate
 from model_pruning.mask import apply_mask
 from model_pruning.mask import block_magnitude_mask
-from model_pruning.mask import kth_largest
 from model_pruning.mask import magnitude_mask
 from model_pruning.mask import num_kept
 
@@ -141,21 +140,6 @@ def test_magnitude_mask_zero_kept_masks_everything():
     np.testing.assert_array_equal(update.mask.numpy(), np.zeros(10))
     assert float(update.threshold) > weights.max()
     assert np.isfinite(float(update.threshold))
-
-
-def test_kth_largest_zero_is_just_above_max():
-    values = _f32([0.5, 2.0, 1.0])
-    result = kth_largest(values, tf.constant(0, tf.int32))
-    assert float(result) > 2.0
-    assert float(result) == np.nextafter(np.float32(2.0), np.float32(np.inf))
-
-
-@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_kth_largest_matches_sort(k):
-    values = np.array([[0.3, 4.0, 1.5], [2.5, 0.1, 9.0]], np.float32)
-    expected = np.sort(values.reshape(-1))[::-1][k - 1]
-    result = kth_largest(_f32(values), tf.constant(k, tf.int32))
-    assert float(result) == expected
 
 
 def test_magnitude_mask_zero_sparsity_keeps_everything():

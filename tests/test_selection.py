@@ -115,11 +115,11 @@ def test_matches_numpy_sort(method, dtype, kind):
 
 @pytest.mark.parametrize("dtype", (tf.float32, tf.float64), ids=str)
 @pytest.mark.parametrize("kind", ("random", "ties", "zeros"))
-def test_matches_mask_kth_largest(method, dtype, kind):
-    values = tf.constant(_data(kind, (37, 29), _NP_DTYPES[dtype]), dtype)
+def test_matches_numpy_sort_2d(method, dtype, kind):
+    values = _data(kind, (37, 29), _NP_DTYPES[dtype])
     for k in _ks(37 * 29):
-        got = kth_largest(values, k, method=method)
-        assert got.numpy() == mask.kth_largest(values, tf.constant(k)).numpy()
+        got = kth_largest(tf.constant(values, dtype), k, method=method)
+        _check(got.numpy(), _reference([values], k))
 
 
 @settings(

@@ -18,12 +18,12 @@ The weights `apply_mask` and the masked layers register are recorded in
 `model_pruning.contrib.python.registry`.
 
 The math is the library's: `model_pruning.schedule.target_sparsity` (the
-continuous eq. (1)), `model_pruning.schedule.should_update_masks` and
-`model_pruning.pruning._update_weight` (magnitude threshold, blocks, masks
-that only shrink). Where it differs from contrib: masks never regrow (contrib
-recomputed them from the raw weights), and one extra update happens at the
-first step at or after `end_pruning_step` when the regular updates stepped
-over it.
+continuous eq. (1)) and `model_pruning.mask_update.update_when_due` (the
+due-check, the magnitude threshold, blocks, masks that only shrink), the
+path `model_pruning.Pruning` runs too. Where it differs from contrib: masks
+never regrow (contrib recomputed them from the raw weights), and one extra
+update happens at the first step at or after `end_pruning_step` when the
+regular updates stepped over it.
 """
 
 import dataclasses
@@ -31,14 +31,12 @@ import functools
 import json
 import logging
 import numbers
-import re
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from model_pruning import mask as mask_lib
-from model_pruning import pruning as pruning_lib
+from model_pruning import mask_update
 from model_pruning import schedule
 from model_pruning.contrib.python import registry
 from model_pruning.contrib.python.registry import MASK_COLLECTION
@@ -547,7 +545,7 @@ class Pruning:
         self._registry = None if graph_mode else registry.get_default_registry()
         self._step_source = global_step
         self._sparsity_source = sparsity
-        self._validate_spec()
+        _check_contrib_fields(spec.hparams)
         if graph_mode:
             self._graph_global_step = self._setup_global_step()
             if sparsity is None:
@@ -557,10 +555,6 @@ class Pruning:
             else:
                 self._graph_sparsity = tf.cast(_evaluate(sparsity), tf.float32)
         self._last_update_step = self._setup_last_update_step()
-        self._block_dims = [spec.block_height, spec.block_width]
-        self._block_pooling_function = spec.block_pooling_function
-        self._block_dims_map = self._get_block_dims_map()
-        self._weight_sparsity_map = self._get_weight_sparsity_map()
         # One traced function per object (a partial: TF counts retraces per
         # function code object, see model_pruning.pruning).
         self._entries_to_trace: list[registry.RegisteredWeight] = []
@@ -574,6 +568,22 @@ class Pruning:
         return self._spec
 
     @property
+    def sparsity(self) -> Any:
+        """The target sparsity before per-weight scaling (contrib's
+        `_sparsity`): the external `sparsity`, else the schedule's. Graph
+        mode: a tensor to `session.run`; TF2 mode: its current value."""
+        if self._graph_mode:
+            return self._graph_sparsity
+        return self._current_sparsity(self._spec.hparams, self._read_step())
+
+    @property
+    def last_update_step(self) -> Any:
+        """The int32 variable holding the step of the last mask update
+        (contrib's `_last_update_step`), shared by every `Pruning` of the
+        same name in a graph (or registry)."""
+        return self._last_update_step
+
+    @property
     def _global_step(self) -> tf.Tensor:
         """The global step as an int32 tensor (contrib's attribute)."""
         if self._graph_mode:
@@ -582,27 +592,11 @@ class Pruning:
 
     @property
     def _sparsity(self) -> Any:
-        """The target sparsity before per-weight scaling (contrib's
-        attribute): the external `sparsity`, else the schedule's tensor."""
-        if self._graph_mode:
-            return self._graph_sparsity
-        return self._current_sparsity(self._spec.hparams, self._read_step())
+        """contrib's attribute name for `sparsity`."""
+        return self.sparsity
 
-    def _validate_spec(self) -> None:
-        """Checks that the spec holds only contrib's hparams.
-
-        `PruningHParams` validated each value when it was set. Fields the
-        library has beyond contrib's (other pruning schemes) must keep
-        their defaults: this object updates every weight on contrib's rule.
-
-        Raises:
-            ValueError: If a non-contrib field differs from its default.
-        """
-        _check_contrib_fields(self._spec.hparams)
-
-    def _setup_global_step(self, global_step: Any = None) -> tf.Tensor:
-        step = self._step_source if global_step is None else global_step
-        return tf.cast(_evaluate(step), tf.int32)
+    def _setup_global_step(self) -> tf.Tensor:
+        return tf.cast(_evaluate(self._step_source), tf.int32)
 
     def _setup_sparsity(self) -> tf.Tensor:
         with tf.name_scope(self._spec.name):
@@ -631,92 +625,6 @@ class Pruning:
                     "last_mask_update_step", dtype=tf.int32
                 )
 
-    def _get_block_dims_map(self) -> dict[re.Pattern, list[int]]:
-        """Returns `{regex: [height, width]}` from `block_dims_map`."""
-        result = {}
-        for entry in self._spec.block_dims_map:
-            pattern, _, value = entry.rpartition(":")
-            height, width = value.lower().split("x")
-            result[re.compile(pattern)] = [int(height), int(width)]
-        return result
-
-    def _get_weight_sparsity_map(self) -> dict[re.Pattern, float]:
-        """Returns `{regex: sparsity}` from `weight_sparsity_map`."""
-        result = {}
-        for entry in self._spec.weight_sparsity_map:
-            pattern, _, value = entry.rpartition(":")
-            result[re.compile(pattern)] = float(value)
-        return result
-
-    def _get_block_dims(self, weight_name: str) -> list[int]:
-        """Returns the block dims of a weight (`block_dims_map`, else
-        `[block_height, block_width]`).
-
-        Raises:
-            ValueError: If several `block_dims_map` entries match.
-        """
-        return list(self._spec.hparams.block_dims(weight_name))
-
-    def _get_sparsity(self, weight_name: str) -> tf.Tensor:
-        """Returns a weight's target sparsity: `_sparsity`, scaled by
-        `weight_sparsity_map / target_sparsity` when an entry matches.
-
-        Raises:
-            ValueError: If several `weight_sparsity_map` entries match.
-        """
-        return self._sparsity_for(
-            self._spec.hparams, weight_name, self._sparsity
-        )
-
-    @staticmethod
-    def _sparsity_for(
-        hparams: PruningHParams, weight_name: str, sparsity: Any
-    ) -> tf.Tensor:
-        mapped = hparams.weight_target_sparsity(weight_name)
-        sparsity = tf.cast(sparsity, tf.float32)
-        if mapped is None:
-            return sparsity
-        return sparsity * (mapped / hparams.target_sparsity)
-
-    def _update_mask(self, weights: Any, threshold: Any) -> tuple:
-        """Returns `(new_threshold, new_mask)` of a weight, element-wise.
-
-        ```
-        k         = round_half_even(size * (1 - sparsity))
-        threshold = (1 - threshold_decay) * kth_largest(|w|, k)
-                    + threshold_decay * threshold
-        mask      = |w| >= threshold
-        ```
-
-        Nothing is assigned.
-        """
-        weights = tf.convert_to_tensor(weights)
-        sparsity = self._get_sparsity(registry.weight_name(weights))
-        update = mask_lib.magnitude_mask(
-            tf.abs(weights), sparsity, threshold, self._spec.threshold_decay
-        )
-        return update.threshold, update.mask
-
-    def _maybe_update_block_mask(self, weights: Any, threshold: Any) -> tuple:
-        """Returns `(new_threshold, new_mask)`, by blocks where the weight
-        squeezes to rank 2 and its block dims are not `1x1`.
-
-        `|w|` is pooled (AVG or MAX) over blocks, the element-wise rule runs
-        on the pooled matrix, and the block mask is expanded back to the
-        weight's shape. Nothing is assigned.
-        """
-        weights = tf.convert_to_tensor(weights)
-        name = registry.weight_name(weights)
-        update = mask_lib.block_magnitude_mask(
-            tf.abs(weights),
-            self._get_sparsity(name),
-            threshold,
-            self._spec.threshold_decay,
-            tuple(self._get_block_dims(name)),
-            self._spec.block_pooling_function,
-        )
-        return update.threshold, update.mask
-
     def _entries(self) -> list[registry.RegisteredWeight]:
         if self._graph_mode:
             return registry.graph_entries()
@@ -734,8 +642,6 @@ class Pruning:
     ) -> list[PrunedWeight]:
         result = []
         for entry in entries:
-            mapped = hparams.weight_target_sparsity(entry.name)
-            scale = 1.0 if mapped is None else mapped / hparams.target_sparsity
             result.append(
                 PrunedWeight(
                     name=entry.name,
@@ -743,7 +649,7 @@ class Pruning:
                     mask=_as_state(entry.mask),
                     threshold=entry.threshold,
                     block_dims=hparams.block_dims(entry.name),
-                    sparsity_scale=scale,
+                    sparsity_scale=hparams.sparsity_scale(entry.name),
                 )
             )
         return result
@@ -760,24 +666,16 @@ class Pruning:
         del version  # Only keys the trace: new registrations retrace.
         hparams = self._spec.hparams
         _check_contrib_fields(hparams)
-        entries = self._pruned_weights(hparams, self._entries_to_trace)
         step = self._read_step()
-
-        def update() -> tf.Tensor:
-            sparsity = self._current_sparsity(hparams, step)
-            for entry in entries:
-                pruning_lib._update_weight(
-                    entry, hparams, sparsity, mask_weight=False
-                )
-            self._last_update_step.assign(tf.cast(step, tf.int32))
-            return tf.constant(True)
-
-        if force:
-            return update()
-        due = schedule.should_update_masks(
-            hparams, step, self._last_update_step
+        return mask_update.update_when_due(
+            hparams,
+            self._pruned_weights(hparams, self._entries_to_trace),
+            step,
+            [self._last_update_step],
+            lambda: self._current_sparsity(hparams, step),
+            force,
+            mask_weight=False,
         )
-        return tf.cond(due, update, lambda: tf.constant(False))
 
     def _check_context(self, method: str) -> None:
         if self._graph_mode != registry.in_graph_mode() or (
