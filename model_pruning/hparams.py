@@ -32,15 +32,9 @@ class PruningHParams:
     """Hyperparameters of gradual magnitude pruning (contrib's `HParams`).
 
     The target sparsity at global step `t` is the continuous form of eq. (1)
-    of Zhu & Gupta (2017), arXiv:1710.01878:
-
-    ```
-    p   = clip((t - sparsity_function_begin_step)
-               / (sparsity_function_end_step - sparsity_function_begin_step),
-               0, 1)
-    s_t = target_sparsity
-          + (initial_sparsity - target_sparsity) * (1 - p) ** exponent
-    ```
+    of Zhu & Gupta (2017), arXiv:1710.01878, from `initial_sparsity` at
+    `sparsity_function_begin_step` to `target_sparsity` at
+    `sparsity_function_end_step` (`schedule.target_sparsity` states it).
 
     Masks are updated at step `t` when `begin_pruning_step <= t`,
     `last_mask_update_step + pruning_frequency <= t` and `t` is not after

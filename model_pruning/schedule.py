@@ -268,7 +268,6 @@ class PolynomialDecay(PruningSchedule):
         self.power = power
         self.frequency = frequency
         _check_schedule_args(self._arguments())
-        self.to_hparams()
 
     def to_hparams(self) -> PruningHParams:
         if self.end_step == self.begin_step:
@@ -329,7 +328,6 @@ class ConstantSparsity(PruningSchedule):
         self.end_step = end_step
         self.frequency = frequency
         _check_schedule_args(self._arguments())
-        self.to_hparams()
 
     def to_hparams(self) -> PruningHParams:
         end = self.end_step
@@ -356,7 +354,11 @@ class ConstantSparsity(PruningSchedule):
 
 
 def _check_schedule_args(config: dict[str, Any]) -> None:
-    """Raises a `ValueError` naming the tfmot argument that is out of range."""
+    """Raises a `ValueError` naming the tfmot argument that is out of range.
+
+    The one check of a schedule's arguments: what passes it makes valid
+    `PruningHParams` (which check themselves for contrib's callers).
+    """
     for name in ("initial_sparsity", "final_sparsity", "target_sparsity"):
         if name in config:
             value = config[name]
@@ -392,6 +394,11 @@ def _check_schedule_args(config: dict[str, Any]) -> None:
         raise ValueError(
             "PolynomialDecay needs an `end_step` where `final_sparsity` is "
             f"reached. Received: end_step={end}"
+        )
+    power = config.get("power", 1)
+    if not isinstance(power, (int, float)) or not power > 0:
+        raise ValueError(
+            f"`power` must be a positive number. Received: power={power!r}"
         )
 
 

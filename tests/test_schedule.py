@@ -482,3 +482,9 @@ def test_python_rule_agrees_with_the_graph_rule(begin, end, frequency):
             graph = bool(should_update_masks(hparams, step, last))
             python = update_is_due(hparams, step, last)
             assert python == graph, (step, last)
+
+
+@pytest.mark.parametrize("power", [0, -1.5, "3"])
+def test_polynomial_decay_refuses_a_power_that_is_not_positive(power):
+    with pytest.raises(ValueError, match=f"Received: power={power!r}"):
+        PolynomialDecay(0.0, 0.5, begin_step=0, end_step=10, power=power)

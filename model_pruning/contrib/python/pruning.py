@@ -464,17 +464,9 @@ def _evaluate(value: Any) -> Any:
 class Pruning:
     """contrib's mask updater over the registered weights.
 
-    The target sparsity at global step `t` (unless `sparsity` is given):
-
-    ```
-    p = clip((t - sparsity_function_begin_step)
-             / (sparsity_function_end_step - sparsity_function_begin_step),
-             0, 1)
-    s = target_sparsity + (initial_sparsity - target_sparsity)
-                          * (1 - p) ** sparsity_function_exponent
-    ```
-
-    scaled per weight by `weight_sparsity_map` (`s * map / target_sparsity`).
+    The target sparsity at global step `t` (unless `sparsity` is given) is
+    eq. (1), `model_pruning.schedule.target_sparsity(hparams, t)`, scaled
+    per weight by `weight_sparsity_map` (`s * map / target_sparsity`).
     Masks keep the largest magnitudes (`model_pruning.pruning`), by blocks
     where `block_dims_map` / `block_height` x `block_width` say so.
     `conditional_mask_update_op()` updates them when `begin_pruning_step <=
