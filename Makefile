@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: venv test test-quick lint demo fashion-mnist bazel-query bazel-test bench bench-quick clean
+.PHONY: venv test test-fast test-quick lint demo fashion-mnist bazel-query bazel-test bench bench-quick clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
-# The edit-test loop: everything but the cases marked `slow`.
-test-quick: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+# The edit-test loop (under 2 minutes on 2 cores): the unit tests, without
+# the whole-model modules (`integration`) and the cases marked `slow`.
+# `make test` runs all.
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
+
+test-quick: test-fast
 
 # Offline machines get Fashion-MNIST from Debian's package when apt is usable;
 # otherwise the demo downloads it through keras.datasets.

@@ -23,12 +23,12 @@ from model_pruning.litert import inspect_tflite
 from model_pruning.policies import PruneForLatencyOnLiteRT
 from model_pruning.policies import PruneForLatencyOnXNNPack
 from model_pruning.policies import PruningPolicy
+from model_pruning.prunable import PrunableLayer
 from model_pruning.prune import prune_low_magnitude
 from model_pruning.prune import prune_scope
 from model_pruning.prune import strip_pruning
 from model_pruning.pruned_model import PrunedModel
 from model_pruning.pruning import Pruning
-from model_pruning.registry import PrunableLayer
 from model_pruning.report import SizeCounts
 from model_pruning.report import SparsityReport
 from model_pruning.report import WeightReport

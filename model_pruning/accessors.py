@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from model_pruning import registry
+from model_pruning import prunable
 from model_pruning.mask import apply_mask
 from model_pruning.wrapper import PrunedWeight
 from model_pruning.wrapper import PruneLowMagnitude
@@ -37,7 +37,7 @@ def pruned_layers(model: Any) -> list[PruneLowMagnitude]:
         elif isinstance(obj, keras.Model):
             visit(obj.layers)
         elif isinstance(obj, keras.layers.Layer):
-            visit(registry.sublayers(obj))
+            visit(prunable.sublayers(obj))
 
     visit(model)
     return list(found.values())

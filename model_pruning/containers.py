@@ -17,7 +17,7 @@ from typing import Any
 import keras
 
 from model_pruning import _compat
-from model_pruning import registry
+from model_pruning import prunable
 
 
 def sublayer_slots(layer: keras.layers.Layer) -> Iterator[tuple[str, Any]]:
@@ -26,7 +26,7 @@ def sublayer_slots(layer: keras.layers.Layer) -> Iterator[tuple[str, Any]]:
     `value` is a layer, or a list or tuple whose items are all layers.
     """
     for name, value in vars(layer).items():
-        if name in registry.bookkeeping_attributes():
+        if name in prunable.bookkeeping_attributes():
             continue
         if isinstance(value, keras.layers.Layer):
             yield name, value

@@ -38,7 +38,7 @@ import numpy as np
 
 from model_pruning import _compat
 from model_pruning import accessors
-from model_pruning import registry
+from model_pruning import prunable
 
 STORAGES = ("sparse", "densified", "dense", "missing")
 """The values of `LiteRTWeight.storage`."""
@@ -200,7 +200,7 @@ def inspect_tflite(
     file_tensors = _constant_tensors(flatbuffer)
     targets = _reported_weights(model)
     matches = _match(targets, file_tensors)
-    owners = registry.owners(model)
+    owners = prunable.owners(model)
     weights = []
     for index, (layer, path, array, variable) in enumerate(targets):
         owner = owners.get(id(variable))
@@ -618,7 +618,7 @@ def fully_connected_rows(owner: Any, variable: Any) -> int | None:
         return None
     if variable.name != "kernel":
         return None
-    axes = registry.input_axes(owner, variable)
+    axes = prunable.input_axes(owner, variable)
     if axes is not None:
         return math.prod(shape[:axes])
     squeezed = [d for d in shape if d != 1]

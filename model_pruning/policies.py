@@ -19,7 +19,7 @@ from typing import Any
 
 import keras
 
-from model_pruning import registry
+from model_pruning import prunable
 from model_pruning._compat import node_making
 from model_pruning.hparams import PruningHParams
 from model_pruning.litert import FLOAT32_BLOCK_HEIGHT
@@ -155,9 +155,9 @@ class PruneForLatencyOnLiteRT(PruningPolicy):
     ) -> tuple[list[str], list[str]]:
         """Names of the default-pruned weights of a built `layer` LiteRT
         can run sparse, and of the others."""
-        owners = registry.owners(layer)
+        owners = prunable.owners(layer)
         runs, others = [], []
-        for candidate in registry.inventory(layer).candidates:
+        for candidate in prunable.inventory(layer).candidates:
             if not candidate.default:
                 continue
             rows = fully_connected_rows(

@@ -6,22 +6,24 @@ layer; anything else is copied whole from its own config and pruned in
 place inside one wrapper (see `PrunedModel`).
 """
 
-import dataclasses
 import re
 import warnings
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
-from typing import NamedTuple
 
 import keras
 
 from model_pruning import _compat
 from model_pruning import accessors
 from model_pruning import containers
-from model_pruning import registry
+from model_pruning import prunable
 from model_pruning._compat import node_making
 from model_pruning.arguments import resolve_hparams
+from model_pruning.choice import LayerChoice
+from model_pruning.choice import LayerSettings
+from model_pruning.choice import check_pattern_pair
+from model_pruning.choice import unsupported_message
 from model_pruning.hparams import PruningHParams
 from model_pruning.hparams import unmatched_map_entries
 from model_pruning.mask import apply_mask
@@ -31,8 +33,6 @@ from model_pruning.schedule import ConstantSparsity
 from model_pruning.schedule import PolynomialDecay
 from model_pruning.schedule import PruningSchedule
 from model_pruning.wrapper import PruneLowMagnitude
-from model_pruning.wrapper import check_patterns
-from model_pruning.wrapper import selected_weights
 
 
 def prune_low_magnitude(
@@ -70,7 +70,7 @@ def prune_low_magnitude(
 
     Which weights are pruned: each layer's default candidates (kernels of
     Dense, EinsumDense, convolutions and attention projections, token
-    embeddings, recurrent kernels; see `registry.inventory`), narrowed or
+    embeddings, recurrent kernels; see `prunable.inventory`), narrowed or
     widened by `include` / `exclude` regular expressions matched against
     weight names `<layer>/<path>` (e.g. `"dense_1/kernel"`,
     `"mha/query/kernel"`,
@@ -80,7 +80,8 @@ def prune_low_magnitude(
     `LayerScale` gammas, class tokens and other vector parameters are never
     pruned; position embeddings only when `include` names them. A trainable
     weight that nothing knows how to prune raises, unless `unsupported` is
-    `"warn"` (skip it with a warning) or the selection leaves it out.
+    `"warn"` (skip it with a warning) or the choice of weights (`include`,
+    `exclude`, `policy`) leaves it out.
 
     Give the schedule either tfmot's way (`pruning_schedule`, `block_size`,
     `block_pooling_type`, `sparsity_m_by_n`, `pruning_scheme`) or contrib's
@@ -144,8 +145,8 @@ def prune_low_magnitude(
     )
     ```
     """
-    settings = _Settings(
-        spec=resolve_hparams(
+    settings = LayerSettings(
+        hparams=resolve_hparams(
             pruning_schedule,
             block_size,
             block_pooling_type,
@@ -157,7 +158,7 @@ def prune_low_magnitude(
         include=include,
         exclude=exclude,
     )
-    _check_patterns(include, exclude)
+    check_pattern_pair(include, exclude)
     if unsupported not in ("raise", "warn"):
         raise ValueError(
             "`unsupported` must be 'raise' or 'warn'. "
@@ -175,7 +176,7 @@ def prune_low_magnitude(
             "PruneForLatencyOnXNNPack(). "
             f"Received: pruning_policy={pruning_policy!r}"
         )
-    layer_settings = _layer_settings(layer_args or {}, settings)
+    choice = LayerChoice(settings, layer_args, policy, pruning_policy)
     if isinstance(to_prune, keras.Model):
         if kwargs:
             raise ValueError(
@@ -184,19 +185,16 @@ def prune_low_magnitude(
             )
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
-        chooser = _Chooser(
-            settings, policy, layer_settings, unsupported, pruning_policy
-        )
-        return _prune_model(to_prune, chooser)
+        return _prune_model(to_prune, _Chooser(choice, unsupported))
     if layer_args or policy is not None or pruning_policy is not None:
         raise ValueError(
             "`policy`, `pruning_policy` and `layer_args` choose layers of a "
             f"model. Received: to_prune={to_prune.__class__.__name__}"
         )
     if isinstance(to_prune, (list, tuple)):
-        return [settings.wrap(layer, **kwargs) for layer in to_prune]
+        return [_wrap(settings, layer, **kwargs) for layer in to_prune]
     if isinstance(to_prune, keras.layers.Layer):
-        return settings.wrap(to_prune, **kwargs)
+        return _wrap(settings, to_prune, **kwargs)
     raise ValueError(
         "`to_prune` must be a Keras layer, a list of layers or a model. "
         f"Received: to_prune={to_prune!r}"
@@ -282,108 +280,23 @@ def prune_scope() -> keras.saving.CustomObjectScope:
     )
 
 
-class _Settings(NamedTuple):
-    """How one layer is pruned: its hparams and weight selection."""
-
-    spec: PruningHParams
-    include: Sequence[str] | None
-    exclude: Sequence[str]
-
-    def wrap(self, layer: keras.layers.Layer, **kwargs: Any):
-        return PruneLowMagnitude(
-            layer,
-            hparams=self.spec,
-            include=self.include,
-            exclude=self.exclude,
-            **kwargs,
-        )
-
-    def selects(
-        self, layer: keras.layers.Layer, found: list[registry.Candidate]
-    ) -> bool:
-        return bool(selected_weights(layer, self.include, self.exclude, found))
-
-
-_LAYER_ARGUMENTS = (
-    "pruning_schedule",
-    "block_size",
-    "block_pooling_type",
-    "sparsity_m_by_n",
-    "hparams",
-    "include",
-    "exclude",
-)
-
-
-def _override(settings: _Settings, args: Any, where: str) -> _Settings:
-    """Returns `settings` with per-layer arguments applied."""
-    if not isinstance(args, dict):
-        raise ValueError(
-            f"Per-layer arguments must be a dict. Received: {where}={args!r}"
-        )
-    unknown = sorted(set(args) - set(_LAYER_ARGUMENTS))
-    if unknown:
-        raise ValueError(
-            f"Unknown per-layer argument {unknown[0]!r}; known: "
-            f"{', '.join(_LAYER_ARGUMENTS)}. Received: {where}={args!r}"
-        )
-    spec = settings.spec
-    schedule_args = set(args) - {"include", "exclude"}
-    if schedule_args:
-        spec = resolve_hparams(
-            args.get("pruning_schedule"),
-            args.get("block_size", (1, 1)),
-            args.get("block_pooling_type", "AVG"),
-            args.get("hparams"),
-            args.get("sparsity_m_by_n"),
-            None,
-        )
-        if not args.get("hparams"):
-            # A per-layer schedule keeps the model's scheme and mask dtype.
-            spec = spec.override(
-                pruning_scheme=settings.spec.pruning_scheme,
-                mask_dtype=settings.spec.mask_dtype,
-            )
-    include = args.get("include", settings.include)
-    exclude = args.get("exclude", settings.exclude)
-    _check_patterns(include, exclude)
-    return _Settings(spec, include, exclude)
-
-
-def _layer_settings(
-    layer_args: Any, settings: _Settings
-) -> dict[str, _Settings]:
-    if not isinstance(layer_args, dict):
-        raise ValueError(
-            "`layer_args` must map layer names to dicts. "
-            f"Received: layer_args={layer_args!r}"
-        )
-    return {
-        name: _override(settings, args, f"layer_args[{name!r}]")
-        for name, args in layer_args.items()
-    }
-
-
-def _check_patterns(include: Any, exclude: Any) -> None:
-    check_patterns("include", include)
-    check_patterns("exclude", exclude)
+def _wrap(
+    settings: LayerSettings, layer: keras.layers.Layer, **kwargs: Any
+) -> PruneLowMagnitude:
+    return PruneLowMagnitude(
+        layer,
+        hparams=settings.hparams,
+        include=settings.include,
+        exclude=settings.exclude,
+        **kwargs,
+    )
 
 
 class _Chooser:
     """Decides, layer by layer, what `prune_low_magnitude` does."""
 
-    def __init__(
-        self,
-        settings: _Settings,
-        policy: Callable | None,
-        layer_settings: dict[str, _Settings],
-        unsupported: str,
-        pruning_policy: PruningPolicy | None = None,
-    ):
-        self.settings = settings
-        self.pruning_policy = pruning_policy
-        self.policy = policy
-        self.layer_settings = layer_settings
+    def __init__(self, choice: LayerChoice, unsupported: str):
+        self.choice = choice
         self.unsupported = unsupported
         self.seen_names: set[str] = set()
 
@@ -405,21 +318,21 @@ class _Chooser:
             return _clone(layer, self)
         if not layer.built:
             # In an unbuilt Sequential: chosen by class; the wrapper checks
-            # the selection when the model is built.
-            if not registry.prunes_by_default(layer):
+            # its weight choice when the model is built.
+            if not prunable.prunes_by_default(layer):
                 return _copy_layer(layer)
-            settings = self._settings_for(layer)
+            settings = self.choice.settings_for(layer)
             return (
                 _copy_layer(layer)
                 if settings is None
-                else settings.wrap(_copy_layer(layer))
+                else _wrap(settings, _copy_layer(layer))
             )
         if not layer.trainable_weights:
             return _copy_layer(layer)
-        settings = self._settings_for(layer)
+        settings = self.choice.settings_for(layer)
         if settings is None:
             return _copy_layer(layer)
-        found = registry.inventory(layer)
+        found = prunable.inventory(layer)
         unknown = [
             weight
             for weight in found.unknown
@@ -430,30 +343,20 @@ class _Chooser:
         ]
         if unknown:
             self._unsupported(layer, unknown)
-        if not settings.selects(layer, found.candidates):
+        if not settings.chooses(layer, found.candidates):
             return _copy_layer(layer)
-        return settings.wrap(_copy_layer(layer))
+        return _wrap(settings, _copy_layer(layer))
 
     def _check_pruned_alike(self, wrapper: PruneLowMagnitude) -> None:
         """A layer that is already pruned is kept as it is, if these
         arguments would prune it the same way; raises if they differ."""
         self.seen_names.add(wrapper.layer.name)
-        settings = self._settings_for(wrapper.layer)
+        settings = self.choice.settings_for(wrapper.layer)
         if settings is None:
             return  # These arguments leave it alone: it stays pruned.
-        differences = [
-            f"{field.name}={getattr(wrapper.hparams, field.name)!r} "
-            f"(this call: {getattr(settings.spec, field.name)!r})"
-            for field in dataclasses.fields(PruningHParams)
-            if getattr(wrapper.hparams, field.name)
-            != getattr(settings.spec, field.name)
-        ]
-        for name, old, new in (
-            ("include", wrapper.include, settings.include),
-            ("exclude", wrapper.exclude, settings.exclude),
-        ):
-            if _as_tuple(old) != _as_tuple(new):
-                differences.append(f"{name}={old!r} (this call: {new!r})")
+        differences = settings.differences(
+            wrapper.hparams, wrapper.include, wrapper.exclude
+        )
         if differences:
             raise ValueError(
                 f"Layer {wrapper.layer.name!r} is already pruned, with other "
@@ -463,58 +366,10 @@ class _Chooser:
                 f"Received: {'; '.join(differences)}"
             )
 
-    def _settings_for(self, layer: keras.layers.Layer) -> _Settings | None:
-        """Returns how `layer` is pruned (`layer_args`, then `policy`), or
-        `None` when `pruning_policy` or `policy` leaves it unpruned."""
-        if self.pruning_policy is not None and not (
-            self.pruning_policy.allow_pruning(layer)
-        ):
-            return None
-        settings = self.layer_settings.get(layer.name, self.settings)
-        if self.policy is not None:
-            decision = self.policy(layer)
-            if decision is None or decision is False:
-                return None
-            if decision is not True:
-                settings = _override(
-                    settings, decision, f"policy({layer.name!r})"
-                )
-        if self.pruning_policy is None:
-            return settings
-        return settings._replace(
-            spec=self.pruning_policy.layer_hparams(layer, settings.spec),
-            exclude=(
-                *settings.exclude,
-                *self.pruning_policy.excluded_weights(layer),
-            ),
-        )
-
     def _unsupported(
-        self, layer: keras.layers.Layer, unknown: list[registry.UnknownWeight]
+        self, layer: keras.layers.Layer, unknown: list[prunable.UnknownWeight]
     ) -> None:
-        first = unknown[0]
-        owner = first.owner
-        where = (
-            f"Layer {layer.name!r} of class {layer.__class__.__name__}"
-            if owner is layer
-            else (
-                f"Sublayer {owner.name!r} of class {owner.__class__.__name__} "
-                f"(inside layer {layer.name!r} of class "
-                f"{layer.__class__.__name__})"
-            )
-        )
-        names = [f"{layer.name}/{w.path}" for w in unknown]
-        message = (
-            f"{where} has trainable weights that nothing knows how to "
-            f"prune: {names}. Give {owner.__class__.__name__} a "
-            "`get_prunable_weights()` method (see `PrunableLayer`), leave "
-            "them out with `exclude` (e.g. "
-            f"exclude=[{re.escape(names[0])!r}]) or `policy`, or pass "
-            "`unsupported='warn'` to skip such weights. Supported: "
-            f"{registry.supported_layer_names()}. "
-            f"Received: weight={names[0]!r} of shape "
-            f"{list(first.variable.shape)}"
-        )
+        message = unsupported_message(layer, unknown)
         if self.unsupported == "raise":
             raise ValueError(message)
         warnings.warn(f"Not pruned: {message}", stacklevel=4)
@@ -552,12 +407,12 @@ def _prune_model(model: keras.Model, chooser: _Chooser) -> keras.Model:
             pruned = PrunedModel(wrapped, name=model.name)
         else:
             pruned = wrapped
-    missing = sorted(set(chooser.layer_settings) - chooser.seen_names)
+    missing = sorted(set(chooser.choice.by_name) - chooser.seen_names)
     if missing:
         raise ValueError(
             f"`layer_args` names layers that model {model.name!r} does not "
             f"have: {missing}. Received: layer_args keys "
-            f"{sorted(chooser.layer_settings)}"
+            f"{sorted(chooser.choice.by_name)}"
         )
     if not pruned.built:
         return pruned  # Maps are checked against names once it is built.
@@ -643,10 +498,6 @@ def _from_own_config(layer: keras.layers.Layer) -> keras.layers.Layer:
             "class whose config recreates it. "
             f"Received: layer={layer.__class__.__name__}"
         ) from e
-
-
-def _as_tuple(patterns: Sequence[str] | None) -> tuple[str, ...] | None:
-    return None if patterns is None else tuple(patterns)
 
 
 def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:

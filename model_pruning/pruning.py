@@ -155,7 +155,7 @@ class Pruning:
             step = step()
         return tf.cast(step, tf.int64)
 
-    def sparsity(self, hparams: PruningHParams, step: Any) -> tf.Tensor:
+    def sparsity_at(self, hparams: PruningHParams, step: Any) -> tf.Tensor:
         """Returns the target sparsity at `step` before per-weight scaling."""
         if self._sparsity is not None:
             return tf.cast(self._sparsity, tf.float32)
@@ -229,7 +229,7 @@ class Pruning:
                 accessors.pruned_weights(self._layers),
                 step,
                 [layer.last_mask_update_step for layer in self._layers],
-                lambda: self.sparsity(hparams, step),
+                lambda: self.sparsity_at(hparams, step),
                 force,
                 one_threshold=True,
                 xla=self._xla,
@@ -245,7 +245,7 @@ class Pruning:
                     layer.pruned_weights,
                     layer_step,
                     [layer.last_mask_update_step],
-                    functools.partial(self.sparsity, hparams, layer_step),
+                    functools.partial(self.sparsity_at, hparams, layer_step),
                     force,
                     xla=self._xla,
                 )
@@ -260,8 +260,8 @@ class Pruning:
         """
         steps = self.layer_steps(self.global_step())
         return {
-            entry.name: self.sparsity(self._spec or layer.hparams, layer_step)
-            * entry.sparsity_scale
+            entry.name: entry.sparsity_scale
+            * self.sparsity_at(self._spec or layer.hparams, layer_step)
             for layer, layer_step in zip(self._layers, steps, strict=True)
             for entry in layer.pruned_weights
         }
@@ -283,7 +283,7 @@ class Pruning:
         for name, layer in first_layer_by_name.items():
             tf.summary.scalar(
                 f"{name}/sparsity",
-                self.sparsity(self._spec or layer.hparams, step),
+                self.sparsity_at(self._spec or layer.hparams, step),
                 step=step,
             )
             tf.summary.scalar(

@@ -10,7 +10,6 @@ when and how masks change.
 """
 
 import inspect
-import re
 from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
@@ -20,7 +19,8 @@ import tensorflow as tf
 
 # Not in Keras' public API; needed to read variables at full precision.
 from model_pruning import _compat
-from model_pruning import registry
+from model_pruning import choice
+from model_pruning import prunable
 from model_pruning._compat import set_call_signature
 from model_pruning.arguments import resolve_hparams
 from model_pruning.hparams import PruningHParams
@@ -152,9 +152,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     Args:
         layer: The Keras layer to prune: a supported layer (see
-            `registry.supported_layer_names()`), one with
+            `prunable.supported_layer_names()`), one with
             `get_prunable_weights()`, or a layer or model holding such
-            layers (see `registry.inventory`).
+            layers (see `prunable.inventory`).
         pruning_schedule: A `PolynomialDecay` or `ConstantSparsity`.
             Defaults to `None`: `ConstantSparsity(0.5, begin_step=0)`
             unless `hparams` is given.
@@ -209,13 +209,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(
                 f"`layer` must be a Keras layer. Received: layer={layer!r}"
             )
-        if not registry.is_supported(layer) and not registry.may_pass_through(
+        if not prunable.is_supported(layer) and not prunable.may_pass_through(
             layer
         ):
             raise ValueError(
                 f"Layer {layer.name!r} of class {layer.__class__.__name__} "
                 f"cannot be pruned. Supported: "
-                f"{registry.supported_layer_names()}. "
+                f"{prunable.supported_layer_names()}. "
                 f"Received: layer={layer.__class__.__name__}"
             )
         hparams = resolve_hparams(
@@ -226,8 +226,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             sparsity_m_by_n,
             mask_dtype=mask_dtype,
         )
-        include = check_patterns("include", include)
-        exclude = check_patterns("exclude", exclude)
+        include = choice.check_patterns("include", include)
+        exclude = choice.check_patterns("exclude", exclude)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.hparams = hparams
@@ -322,13 +322,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 )
             else:
                 super().build(input_shape)
-        found = registry.inventory(self.layer)
+        found = prunable.inventory(self.layer)
         candidates = found.candidates
         if self.include is None and not any(c.default for c in candidates):
             # Wrapped on its own, a layer whose candidates are all optional
             # (a DepthwiseConv2D) is pruned: wrapping it asks for that.
             candidates = [c._replace(default=True) for c in candidates]
-        chosen = selected_weights(
+        chosen = choice.selected_weights(
             self.layer, self.include, self.exclude, candidates
         )
         if not chosen and not found.candidates and not found.unknown:
@@ -341,15 +341,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"include={self.include!r}, exclude={self.exclude!r}"
             )
         entries, seen = [], set()
-        owners = registry.owners(self.layer)
+        owners = prunable.owners(self.layer)
         for name, weight in chosen:
-            _check_m_by_n(self.hparams, name, weight)
+            choice.check_m_by_n(self.hparams, name, weight)
             base = weight.name
             while base in seen:
                 base = f"{base}_{len(seen)}"
             seen.add(base)
             entry = self._add_pruning_variables(weight, name, base)
-            axes = registry.input_axes(owners.get(id(weight)), weight)
+            axes = prunable.input_axes(owners.get(id(weight)), weight)
             entries.append(entry._replace(input_axes=axes))
         self.last_mask_update_step = self.add_weight(
             name="last_mask_update_step",
@@ -528,74 +528,3 @@ def _named_build_shapes(
         if f"{name}_shape" in wanted and hasattr(value, "shape")
     }
     return shapes
-
-
-def selected_weights(
-    layer: keras.layers.Layer,
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] = (),
-    found: Sequence[registry.Candidate] | None = None,
-) -> list[tuple[str, Any]]:
-    """Returns `(name, variable)` of each weight of `layer` a selection prunes.
-
-    A candidate weight (see `registry.inventory`) is named
-    `<layer name>/<path>`, e.g. `"lstm/lstm_cell/kernel"` or, inside a
-    walked layer, `"bert_backbone/transformer_layer_0/self_attention/query/
-    kernel"`. It is pruned when an `include` regex matches its name
-    (`re.search`), or, with `include=None`, when it is pruned by default;
-    and no `exclude` regex matches it.
-
-    Args:
-        layer: A built layer.
-        include: Regexes of weights to prune, or `None` for the defaults.
-        exclude: Regexes of weights never to prune.
-        found: The layer's candidates, when already walked.
-    """
-    if found is None:
-        found = registry.inventory(layer).candidates
-    chosen = []
-    for candidate in found:
-        name = f"{layer.name}/{candidate.path}"
-        if include is None:
-            wanted = candidate.default
-        else:
-            wanted = any(re.search(p, name) for p in include)
-        if wanted and not any(re.search(p, name) for p in exclude):
-            chosen.append((name, candidate.variable))
-    return chosen
-
-
-def check_patterns(argument: str, value: Any) -> tuple[str, ...] | None:
-    """Returns `value` as a tuple of regexes (`None` stays for `include`).
-
-    Raises:
-        ValueError: If `value` is not a list of valid regular expressions.
-    """
-    if value is None and argument == "include":
-        return None
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ValueError(
-            f"`{argument}` must be a list of regular expressions. "
-            f"Received: {argument}={value!r}"
-        )
-    for pattern in value:
-        try:
-            re.compile(pattern)
-        except (re.error, TypeError) as error:
-            raise ValueError(
-                f"`{argument}` holds an invalid regular expression: {error}. "
-                f"Received: {argument}={list(value)!r}"
-            ) from None
-    return tuple(value)
-
-
-def _check_m_by_n(hparams: PruningHParams, name: str, weight: Any) -> None:
-    if hparams.m_by_n is None:
-        return
-    shape = tuple(weight.shape)
-    if len(shape) < 2:
-        raise ValueError(
-            f"sparsity_m_by_n={hparams.sparsity_m_by_n!r} groups weights "
-            f"along axis -2, which weight {name!r} (rank {len(shape)}) does "
-            f"not have. Exclude it. Received: shape={list(shape)}"
-        )

@@ -23,6 +23,10 @@ from reference import as_numpy
 import model_pruning as mp
 from model_pruning.checkpoint import AtomicModelCheckpoint
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 _STEPS_PER_EPOCH = 4
 
 

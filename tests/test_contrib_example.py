@@ -11,6 +11,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _EXAMPLE = os.path.join(_REPO, "examples", "cifar10_pruning.py")
 

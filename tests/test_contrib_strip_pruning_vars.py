@@ -24,6 +24,10 @@ from model_pruning.contrib.python import strip_pruning_vars_lib
 from model_pruning.contrib.python.layers import layers
 from model_pruning.contrib.python.layers import rnn_cells
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 PRUNING_SPEC = ",".join(
     [
         "pruning_frequency=1",

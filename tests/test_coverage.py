@@ -14,6 +14,10 @@ import tensorflow as tf
 
 import model_pruning as mp
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 TARGET = 0.75
 FIT_STEPS = 4
 

@@ -44,6 +44,10 @@ from reference import expected_kept
 
 import model_pruning as mp
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 _WORKER = Path(__file__).with_name("distribution_worker.py")
 _TIMEOUT_S = 120
 _ATOL = 1e-6  # see the module docstring

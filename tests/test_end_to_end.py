@@ -18,6 +18,10 @@ from reference import zhu_gupta_target
 
 import model_pruning as mp
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 _F32 = np.float32
 
 

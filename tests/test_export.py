@@ -14,6 +14,10 @@ from reference import expected_kept
 import model_pruning as mp
 from model_pruning import export
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 _FORBIDDEN = ("mask", "threshold", "last_mask_update_step")
 
 

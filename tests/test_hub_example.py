@@ -29,6 +29,10 @@ import reproduction_lib  # noqa: E402
 import text_data  # noqa: E402
 from example_runner import run_example  # noqa: E402
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 SCRIPT = "hub_text_classifier.py"
 TARGET = 0.75  # Tiny mode's final sparsity.
 # Tiny mode's schedule: sparsity 0 -> 0.75 from step 0 to 20 (cubic, eq. 1)

@@ -15,6 +15,10 @@ import pytest
 
 import model_pruning as mp
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 L = keras.layers
 
 

@@ -17,6 +17,10 @@ from reference import as_numpy
 
 import model_pruning as mp
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 
 def _mlp(inputs=64, hidden=128, outputs=32):
     keras.utils.set_random_seed(0)

@@ -14,6 +14,10 @@ import model_pruning as mp
 from model_pruning import fused_update
 from model_pruning.contrib.python import pruning as contrib_pruning
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 
 def _model():
     keras.utils.set_random_seed(3)

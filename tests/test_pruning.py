@@ -72,10 +72,10 @@ def test_pruning_external_sparsity_replaces_schedule():
     pruning = mp.Pruning(global_step=_step(), sparsity=external, model=wrapper)
 
     # The internal schedule gives 0 at step 0 and 0.9 at its end.
-    assert float(pruning.sparsity(hparams, 0)) == 0.5
-    assert float(pruning.sparsity(hparams, 1000)) == 0.5
+    assert float(pruning.sparsity_at(hparams, 0)) == 0.5
+    assert float(pruning.sparsity_at(hparams, 1000)) == 0.5
     external.assign(0.25)
-    assert float(pruning.sparsity(hparams, 0)) == 0.25
+    assert float(pruning.sparsity_at(hparams, 0)) == 0.25
 
 
 def test_pruning_internal_schedule_without_external_sparsity():
@@ -87,12 +87,12 @@ def test_pruning_internal_schedule_without_external_sparsity():
     wrapper = _linspace_wrapper(hparams)
     pruning = mp.Pruning(global_step=_step(), model=wrapper)
 
-    assert float(pruning.sparsity(hparams, 0)) == 0.0
+    assert float(pruning.sparsity_at(hparams, 0)) == 0.0
     np.testing.assert_allclose(
-        float(pruning.sparsity(hparams, 50)), 0.9 * (1 - 0.5**3), rtol=1e-6
+        float(pruning.sparsity_at(hparams, 50)), 0.9 * (1 - 0.5**3), rtol=1e-6
     )
     np.testing.assert_allclose(
-        float(pruning.sparsity(hparams, 200)), 0.9, rtol=1e-6
+        float(pruning.sparsity_at(hparams, 200)), 0.9, rtol=1e-6
     )
 
 

@@ -44,6 +44,10 @@ from reference import expected_kept
 
 import model_pruning as mp
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 TARGET = 0.8
 FIT_STEPS = 2  # The schedules below reach TARGET at the last step.
 SAMPLES = 8

@@ -23,9 +23,11 @@ from reference import zhu_gupta_target
 
 import model_pruning as mp
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(signal, "SIGKILL"), reason="POSIX only"
-)
+# Whole-model cases (`make test-fast` leaves them out), POSIX only.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX only"),
+]
 
 STOP_AT = 21  # In epoch 3; after step 18's checkpoint and epoch 2's backup.
 LAST_STEP = rw.EPOCHS * rw.STEPS_PER_EPOCH

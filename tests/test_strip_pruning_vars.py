@@ -21,6 +21,10 @@ from reference import expected_kept
 
 import model_pruning as mp
 
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
+
 # By module path: a package attribute of the same name may be the function.
 tool = importlib.import_module("model_pruning.strip_pruning_vars")
 

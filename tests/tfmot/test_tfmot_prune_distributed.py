@@ -23,11 +23,16 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 import tfmot_test_utils
 from absl.testing import parameterized
 
 import model_pruning as mp
+
+# Whole-model cases: `make test-fast` leaves them out (`make test` and Bazel
+# run them).
+pytestmark = pytest.mark.integration
 
 
 def _distribution_strategies():
