@@ -72,7 +72,7 @@ def main(argv: list[str]) -> None:
     k = mask.num_kept(size, tf.constant(_SPARSITY))
     one_pass = tf.function(lambda: tf.reduce_sum(tf.abs(weight)))
     unit = _time(lambda: one_pass().numpy())
-    magnitudes = tf.abs(mask.apply_mask(weight, mask_variable))
+    magnitudes = tf.abs(mask.zero_pruned(weight, mask_variable))
     threshold = selection.kth_largest(magnitudes, k)
     new_mask = tf.cast(magnitudes >= threshold, tf.float32)
 
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
             "general: masked |w| (where, abs)",
             _time(
                 stage(
-                    lambda: tf.abs(mask.apply_mask(weight, mask_variable))[:1]
+                    lambda: tf.abs(mask.zero_pruned(weight, mask_variable))[:1]
                 )
             ),
         ),

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from model_pruning import prunable
-from model_pruning.mask import apply_mask
+from model_pruning.mask import zero_pruned
 from model_pruning.wrapper import PrunedWeight
 from model_pruning.wrapper import PruneLowMagnitude
 
@@ -77,7 +77,7 @@ def get_weights(model: Any) -> list:
 
 def get_masked_weights(model: Any) -> list:
     """Returns each pruned weight with its mask applied, as tensors."""
-    return [apply_mask(e.weight, e.mask) for e in pruned_weights(model)]
+    return [zero_pruned(e.weight, e.mask) for e in pruned_weights(model)]
 
 
 def get_weight_sparsity(model: Any) -> list[float]:

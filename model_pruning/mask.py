@@ -26,7 +26,7 @@ class MaskUpdate(NamedTuple):
     mask: tf.Tensor
 
 
-def apply_mask(weight: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+def zero_pruned(weight: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """Returns `weight` where `mask` is 1 and `+0.0` where it is 0.
 
     The same values as `weight * mask`, except that a masked negative weight

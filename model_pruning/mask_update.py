@@ -208,7 +208,7 @@ def _update_fused(
 def _checked_magnitudes(entry: PrunedWeight) -> tf.Tensor:
     """`|w|` with pruned entries at 0; raises on NaN or Inf (see above)."""
     return tf.debugging.check_numerics(
-        tf.abs(mask_lib.apply_mask(entry.weight, entry.mask)),
+        tf.abs(mask_lib.zero_pruned(entry.weight, entry.mask)),
         f"model_pruning: weight {entry.name!r} holds NaN or Inf, so its "
         "magnitudes cannot be ranked; its mask was not updated",
     )

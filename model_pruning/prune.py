@@ -26,7 +26,7 @@ from model_pruning.choice import check_pattern_pair
 from model_pruning.choice import unsupported_message
 from model_pruning.hparams import PruningHParams
 from model_pruning.hparams import unmatched_map_entries
-from model_pruning.mask import apply_mask
+from model_pruning.mask import zero_pruned
 from model_pruning.policies import PruningPolicy
 from model_pruning.pruned_model import PrunedModel
 from model_pruning.schedule import ConstantSparsity
@@ -508,7 +508,7 @@ def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
     masks = {id(e.weight): e.mask for e in wrapper.pruned_weights}
     values = [
         keras.ops.convert_to_numpy(
-            apply_mask(w, masks[id(w)]) if id(w) in masks else w
+            zero_pruned(w, masks[id(w)]) if id(w) in masks else w
         )
         for w in inner.weights
     ]

@@ -13,7 +13,7 @@ flattening:
   `index_bits / 8` bytes per non-zero.
 
 "Zero" means `value == 0`: `-0.0` is a zero and decodes to `+0.0` (the masked
-weights of this library are `+0.0` already, see `mask.apply_mask`). NaN and
+weights of this library are `+0.0` already, see `mask.zero_pruned`). NaN and
 Inf are non-zeros and round-trip bit for bit.
 
 The non-zero values can also be stored as int8 with one float32 scale per

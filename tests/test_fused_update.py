@@ -12,11 +12,11 @@ import tensorflow as tf
 import model_pruning as mp
 from model_pruning import fused_update
 from model_pruning import selection
-from model_pruning.mask import apply_mask
 from model_pruning.mask import decayed_threshold
 from model_pruning.mask import global_magnitude_masks
 from model_pruning.mask import magnitude_mask
 from model_pruning.mask import num_kept
+from model_pruning.mask import zero_pruned
 
 
 def _rng(*key):
@@ -36,7 +36,7 @@ def _weight_and_mask(size, pruned, dtype, key):
 def _general(weights, masks, sparsity, previous, decay):
     """The TF-ops path: threshold, masks and weights as `pruning` had them."""
     magnitudes = [
-        tf.abs(apply_mask(tf.constant(w), tf.constant(m)))
+        tf.abs(zero_pruned(tf.constant(w), tf.constant(m)))
         for w, m in zip(weights, masks, strict=True)
     ]
     if len(weights) == 1:

@@ -8,10 +8,10 @@ import tensorflow as tf
 
 from model_pruning import PruningHParams
 from model_pruning.mask import MaskUpdate
-from model_pruning.mask import apply_mask
 from model_pruning.mask import block_magnitude_mask
 from model_pruning.mask import magnitude_mask
 from model_pruning.mask import num_kept
+from model_pruning.mask import zero_pruned
 
 
 def _f32(value):
@@ -478,11 +478,11 @@ def test_magnitude_mask_same_under_xla_and_tf_function():
             assert float(result.threshold) == float(eager.threshold)
 
 
-def test_apply_mask_gives_positive_zero_where_masked():
+def test_zero_pruned_gives_positive_zero_where_masked():
     weight = _f32([[-2.0, 3.0], [-0.5, 0.25]])
     mask = _f32([[0.0, 1.0], [1.0, 0.0]])
 
-    result = apply_mask(weight, mask).numpy()
+    result = zero_pruned(weight, mask).numpy()
 
     np.testing.assert_array_equal(result, [[0.0, 3.0], [-0.5, 0.0]])
     # A product would give -0.0 for the masked -2.0; encoders and files

@@ -71,6 +71,20 @@ def _state(model):
     )
 
 
+def _assert_same_pruning(uint8_model, float_model):
+    """uint8 masks equal the float32 ones; thresholds and weights equal."""
+    masks8, thresholds8, weights8 = _state(uint8_model)
+    masks32, thresholds32, weights32 = _state(float_model)
+    assert all(m.dtype == np.uint8 for m in masks8)
+    assert all(m.dtype == np.float32 for m in masks32)
+    assert 0 < sum(int((m == 0).sum()) for m in masks8)
+    for m8, m32 in zip(masks8, masks32, strict=True):
+        np.testing.assert_array_equal(m8, m32.astype(np.uint8))
+    np.testing.assert_array_equal(thresholds8, thresholds32)
+    for w8, w32 in zip(weights8, weights32, strict=True):
+        np.testing.assert_array_equal(w8, w32)
+
+
 _CASES = {
     "elementwise": {},
     "block": {"block_size": (2, 2)},
@@ -82,38 +96,22 @@ _CASES = {
 @pytest.mark.parametrize("case", sorted(_CASES))
 def test_uint8_masks_equal_float_masks(case):
     kwargs = _CASES[case]
-    masks8, thresholds8, weights8 = _state(_pruned_fit("uint8", **kwargs))
-    masks32, thresholds32, weights32 = _state(_pruned_fit(None, **kwargs))
-    assert all(m.dtype == np.uint8 for m in masks8)
-    assert all(m.dtype == np.float32 for m in masks32)
-    assert 0 < sum(int((m == 0).sum()) for m in masks8)
-    for m8, m32 in zip(masks8, masks32, strict=True):
-        np.testing.assert_array_equal(m8, m32.astype(np.uint8))
-    np.testing.assert_array_equal(thresholds8, thresholds32)
-    for w8, w32 in zip(weights8, weights32, strict=True):
-        np.testing.assert_array_equal(w8, w32)
+    _assert_same_pruning(
+        _pruned_fit("uint8", **kwargs), _pruned_fit(None, **kwargs)
+    )
 
 
 def test_uint8_masks_under_jit_compile():
-    masks8, _, weights8 = _state(_pruned_fit("uint8", jit_compile=True))
-    masks32, _, weights32 = _state(_pruned_fit(None, jit_compile=True))
-    for m8, m32 in zip(masks8, masks32, strict=True):
-        assert m8.dtype == np.uint8
-        np.testing.assert_array_equal(m8, m32.astype(np.uint8))
-    for w8, w32 in zip(weights8, weights32, strict=True):
-        np.testing.assert_array_equal(w8, w32)
+    _assert_same_pruning(
+        _pruned_fit("uint8", jit_compile=True),
+        _pruned_fit(None, jit_compile=True),
+    )
 
 
 def test_uint8_masks_through_the_xla_assigns(monkeypatch):
     """The fused update's XLA path (large weights) writes uint8 masks."""
     monkeypatch.setattr(fused_update, "_XLA_MIN_SIZE", 1)
-    masks8, thresholds8, weights8 = _state(_pruned_fit("uint8"))
-    masks32, thresholds32, weights32 = _state(_pruned_fit(None))
-    for m8, m32 in zip(masks8, masks32, strict=True):
-        np.testing.assert_array_equal(m8, m32.astype(np.uint8))
-    np.testing.assert_array_equal(thresholds8, thresholds32)
-    for w8, w32 in zip(weights8, weights32, strict=True):
-        np.testing.assert_array_equal(w8, w32)
+    _assert_same_pruning(_pruned_fit("uint8"), _pruned_fit(None))
 
 
 def test_uint8_masks_use_a_quarter_of_the_bytes():
