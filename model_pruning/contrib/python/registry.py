@@ -247,13 +247,13 @@ def masked_weight(mask: Any, weight: Any) -> tf.Tensor:
     """Returns `weight` where `mask` is 1 and `+0.0` where it is 0, as a
     tensor named `weights/masked_weight` in the current name scope.
 
-    The product is `model_pruning.mask.apply_mask`: the values of
+    The product is `model_pruning.mask.zero_pruned`: the values of
     `mask * weight`, with pruned entries `+0.0` rather than `-0.0`.
     """
     mask_tensor = VariableView(tf.convert_to_tensor(mask))
     weight_tensor = tf.convert_to_tensor(weight)
     return tf.identity(
-        mask_lib.apply_mask(weight_tensor, mask_tensor),
+        mask_lib.zero_pruned(weight_tensor, mask_tensor),
         name=MASKED_WEIGHT_NAME,
     )
 

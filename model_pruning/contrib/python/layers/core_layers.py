@@ -75,6 +75,19 @@ class _MaskedKernelMixin:
             dtype=self.dtype,
         )
 
+    def _add_bias(self, units: int) -> None:
+        """Adds the bias (after the kernel's variables), or sets `None`."""
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name=self._bias_name,
+                shape=(units,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                dtype=self.dtype,
+            )
+
     def _register_kernel(self) -> None:
         entry = registry.register(self._kernel, self.mask, self.threshold)
         self._graph_masked_kernel = _Holder(entry.masked_weight)
@@ -240,18 +253,7 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Conv2D):
             dtype=self.dtype,
         )
         self._register_kernel()
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name=self._bias_name,
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                trainable=True,
-                dtype=self.dtype,
-            )
-        else:
-            self.bias = None
+        self._add_bias(self.filters)
         self.built = True
 
     def call(self, inputs: Any) -> Any:
@@ -353,17 +355,7 @@ class MaskedFullyConnected(_MaskedKernelMixin, keras.layers.Dense):
         )
         self._add_mask_and_threshold(kernel_shape)
         self._register_kernel()
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name=self._bias_name,
-                shape=(self.units,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-                dtype=self.dtype,
-            )
-        else:
-            self.bias = None
+        self._add_bias(self.units)
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={-1: input_dim}
         )
