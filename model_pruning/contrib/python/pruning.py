@@ -26,6 +26,7 @@ update happens at the first step at or after `end_pruning_step` when the
 regular updates stepped over it.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -742,48 +743,25 @@ class Pruning:
         """
         self._check_context("add_pruning_summaries")
         prefix = f"{self._spec.name}_summaries"
-        entries = self._entries()
-        if self._graph_mode:
-            scalar = tf.compat.v1.summary.scalar
-            with tf.name_scope(prefix):
-                out = [
-                    scalar("sparsity", self._sparsity),
-                    scalar("last_mask_update_step", self._last_update_step),
+        graph_scope = tf.name_scope(prefix) if self._graph_mode else None
+        with graph_scope or contextlib.nullcontext():
+            scalars = [
+                ("sparsity", self.sparsity),
+                ("last_mask_update_step", self._last_update_step),
+            ]
+            for entry in self._entries():
+                mask = registry.weight_name(entry.mask)
+                threshold = registry.weight_name(entry.threshold)
+                scalars += [
+                    (f"{mask}/sparsity", tf.math.zero_fraction(entry.mask)),
+                    (f"{threshold}/threshold", entry.threshold),
                 ]
-                for entry in entries:
-                    out.append(
-                        scalar(
-                            registry.weight_name(entry.mask) + "/sparsity",
-                            tf.math.zero_fraction(entry.mask),
-                        )
-                    )
-                    out.append(
-                        scalar(
-                            registry.weight_name(entry.threshold)
-                            + "/threshold",
-                            entry.threshold,
-                        )
-                    )
-            return out
+            if self._graph_mode:
+                scalar = tf.compat.v1.summary.scalar
+                return [scalar(name, value) for name, value in scalars]
         step = self._read_step()
-        sparsity = self._current_sparsity(self._spec.hparams, step)
-        tf.summary.scalar(f"{prefix}/sparsity", sparsity, step=step)
-        tf.summary.scalar(
-            f"{prefix}/last_mask_update_step",
-            self._last_update_step,
-            step=step,
-        )
-        for entry in entries:
-            tf.summary.scalar(
-                f"{prefix}/{registry.weight_name(entry.mask)}/sparsity",
-                tf.math.zero_fraction(entry.mask),
-                step=step,
-            )
-            tf.summary.scalar(
-                f"{prefix}/{registry.weight_name(entry.threshold)}/threshold",
-                entry.threshold,
-                step=step,
-            )
+        for name, value in scalars:
+            tf.summary.scalar(f"{prefix}/{name}", value, step=step)
         return None
 
     def print_hparams(self) -> None:
