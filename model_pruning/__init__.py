@@ -20,6 +20,8 @@ from model_pruning.litert import DensifiedWeightWarning
 from model_pruning.litert import LiteRTReport
 from model_pruning.litert import LiteRTWeight
 from model_pruning.litert import inspect_tflite
+from model_pruning.paper_sizes import overhead_mb
+from model_pruning.paper_sizes import sparse_model_mb
 from model_pruning.policies import PruneForLatencyOnLiteRT
 from model_pruning.policies import PruneForLatencyOnXNNPack
 from model_pruning.policies import PruningPolicy
@@ -32,9 +34,7 @@ from model_pruning.pruning import Pruning
 from model_pruning.report import SizeCounts
 from model_pruning.report import SparsityReport
 from model_pruning.report import WeightReport
-from model_pruning.report import overhead_mb
 from model_pruning.report import print_sparsity_report
-from model_pruning.report import sparse_model_mb
 from model_pruning.report import sparsity_report
 from model_pruning.schedule import ConstantSparsity
 from model_pruning.schedule import PolynomialDecay

@@ -11,12 +11,12 @@ import tensorflow as tf
 from reference import as_numpy
 
 import model_pruning as mp
+from model_pruning.paper_sizes import overhead_mb
+from model_pruning.paper_sizes import sparse_model_mb
 from model_pruning.report import SizeCounts
 from model_pruning.report import SparsityReport
 from model_pruning.report import WeightReport
-from model_pruning.report import overhead_mb
 from model_pruning.report import print_sparsity_report
-from model_pruning.report import sparse_model_mb
 from model_pruning.report import sparsity_report
 from model_pruning.sparse_formats import decode_csrc
 from model_pruning.sparse_formats import encode_bitmask
