@@ -1,5 +1,21 @@
-"""Gradual magnitude pruning (Zhu & Gupta 2017) for Keras 3 on TensorFlow."""
+"""Gradual magnitude pruning (Zhu & Gupta 2017) for Keras 3 on TensorFlow.
 
+The top level holds tfmot's names (`prune_low_magnitude`, the schedules,
+the wrapper, callbacks and policies), contrib's (`get_pruning_hparams`,
+`Pruning`, the getters) and the main path from a pruned model to a file
+(`sparsity_report`, `export_tflite`, `inspect_tflite`). The rest is in its
+submodule: `sparse_formats` (encoders), `sparse_io` (compact weight files),
+`report` and `paper_sizes` (sizes), `litert` (reading `.tflite` files),
+`export`, `schedule`.
+"""
+
+from model_pruning import export
+from model_pruning import litert
+from model_pruning import paper_sizes
+from model_pruning import report
+from model_pruning import schedule
+from model_pruning import sparse_formats
+from model_pruning import sparse_io
 from model_pruning.accessors import get_masked_weights
 from model_pruning.accessors import get_masks
 from model_pruning.accessors import get_thresholds
@@ -17,11 +33,7 @@ from model_pruning.hparams import NO_END_STEP
 from model_pruning.hparams import PruningHParams
 from model_pruning.hparams import get_pruning_hparams
 from model_pruning.litert import DensifiedWeightWarning
-from model_pruning.litert import LiteRTReport
-from model_pruning.litert import LiteRTWeight
 from model_pruning.litert import inspect_tflite
-from model_pruning.paper_sizes import overhead_mb
-from model_pruning.paper_sizes import sparse_model_mb
 from model_pruning.policies import PruneForLatencyOnLiteRT
 from model_pruning.policies import PruneForLatencyOnXNNPack
 from model_pruning.policies import PruningPolicy
@@ -31,9 +43,6 @@ from model_pruning.prune import prune_scope
 from model_pruning.prune import strip_pruning
 from model_pruning.pruned_model import PrunedModel
 from model_pruning.pruning import Pruning
-from model_pruning.report import SizeCounts
-from model_pruning.report import SparsityReport
-from model_pruning.report import WeightReport
 from model_pruning.report import print_sparsity_report
 from model_pruning.report import sparsity_report
 from model_pruning.schedule import ConstantSparsity
@@ -41,28 +50,23 @@ from model_pruning.schedule import PolynomialDecay
 from model_pruning.schedule import PruningSchedule
 from model_pruning.schedule import should_update_masks
 from model_pruning.schedule import target_sparsity
-from model_pruning.sparse_formats import BitMaskEncoding
-from model_pruning.sparse_formats import CsrcEncoding
-from model_pruning.sparse_formats import decode_bitmask
-from model_pruning.sparse_formats import decode_csrc
-from model_pruning.sparse_formats import encode_bitmask
-from model_pruning.sparse_formats import encode_csrc
-from model_pruning.sparse_formats import quantization_error
-from model_pruning.sparse_io import load_sparse_weights
-from model_pruning.sparse_io import save_sparse_weights
-from model_pruning.wrapper import PrunedWeight
 from model_pruning.wrapper import PruneLowMagnitude
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # Submodules, for the names not at the top level.
+    "export",
+    "litert",
+    "paper_sizes",
+    "report",
+    "schedule",
+    "sparse_formats",
+    "sparse_io",
+    # tfmot's, contrib's and the main path's names.
     "AtomicModelCheckpoint",
-    "BitMaskEncoding",
     "ConstantSparsity",
-    "CsrcEncoding",
     "DensifiedWeightWarning",
-    "LiteRTReport",
-    "LiteRTWeight",
     "NO_END_STEP",
     "PolynomialDecay",
     "PrunableLayer",
@@ -70,20 +74,12 @@ __all__ = [
     "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
     "PrunedModel",
-    "PrunedWeight",
     "Pruning",
     "PruningHParams",
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
-    "SizeCounts",
-    "SparsityReport",
     "UpdatePruningStep",
-    "WeightReport",
-    "decode_bitmask",
-    "decode_csrc",
-    "encode_bitmask",
-    "encode_csrc",
     "export_saved_model",
     "export_tflite",
     "get_masked_weights",
@@ -93,18 +89,13 @@ __all__ = [
     "get_weight_sparsity",
     "get_weights",
     "inspect_tflite",
-    "load_sparse_weights",
-    "overhead_mb",
     "print_sparsity_report",
     "prune_low_magnitude",
     "prune_scope",
     "pruned_layers",
     "pruned_weights",
-    "quantization_error",
     "run_tflite",
-    "save_sparse_weights",
     "should_update_masks",
-    "sparse_model_mb",
     "sparsity_report",
     "strip_pruning",
     "target_sparsity",

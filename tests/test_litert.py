@@ -271,7 +271,7 @@ def test_export_and_inspect_reject_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="is not a TFLite flatbuffer"):
         mp.inspect_tflite(b"not a flatbuffer at all", model)
     with pytest.raises(ValueError, match="Received: storage='fast'"):
-        mp.LiteRTReport(()).with_storage("fast")
+        mp.litert.LiteRTReport(()).with_storage("fast")
 
 
 def _transformer_block(sequence=16, width=64, heads=4):

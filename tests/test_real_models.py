@@ -580,7 +580,7 @@ def _check_tflite(case, stripped, inputs, expected, tmp_path):
 
 def _check_report(pruned):
     report = mp.sparsity_report(pruned)
-    assert isinstance(report, mp.SparsityReport)
+    assert isinstance(report, mp.report.SparsityReport)
     masks = [as_numpy(m) for m in mp.get_masks(pruned)]
     reported = [w for w in report.weights if w.pruned]
     # Each pruned weight is reported with its mask's zeros (weight * mask).
