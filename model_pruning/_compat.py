@@ -1,7 +1,6 @@
 """Keras (and TensorFlow) internals this library reads or sets, gathered
 here: no other module imports `keras.src` or touches a private Keras
-attribute, except `checkpoint.py`'s override of `ModelCheckpoint`'s save
-(documented there).
+attribute.
 
 Each function names the private attribute it reads and the Keras version it
 was written against (3.15); `tests/test_compat.py` fails loudly, naming the
@@ -110,20 +109,3 @@ def copy_build_shapes(source: keras.layers.Layer, copy: Any) -> None:
     """Gives `copy` the build shapes of `source`, which a `.keras` file
     stores (`Layer._build_shapes_dict`, Keras 3.15)."""
     copy._build_shapes_dict = source._build_shapes_dict
-
-
-def is_remote_path(path: str) -> bool:
-    """`ModelCheckpoint`'s rule for paths it cannot rename atomically
-    (`keras.src.utils.file_utils.is_remote_path`, Keras 3.15)."""
-    from keras.src.utils import file_utils
-
-    return file_utils.is_remote_path(path)
-
-
-def print_message(message: str) -> None:
-    """Prints the way Keras' callbacks do (to the absl log when Keras'
-    interactive logging is off; `keras.src.utils.io_utils.print_msg`,
-    Keras 3.15)."""
-    from keras.src.utils import io_utils
-
-    io_utils.print_msg(message)

@@ -11,24 +11,37 @@ the new complete file.
 """
 
 import os
+import re
 import shutil
+import sys
 import tempfile
+import warnings
 from collections.abc import Callable
+from os import PathLike
 
 import keras
-
-from model_pruning import _compat
+from absl import logging
 
 _STAGING_SUFFIX = ".tmp"
 _NAME_IN_STAGING = 100
+# Paths Keras writes through `tf.io.gfile` (URLs such as `gs://` and the
+# mounts Keras' `file_utils.is_remote_path` lists): saved directly, since an
+# object store replaces a whole object at once and `os.replace` cannot
+# reach it.
+_REMOTE_PATH = re.compile(
+    r"^(/cns|/cfs|/gcs|/hdfs|/readahead|/placer|/tfhub|.*://)"
+)
+# `mode="auto"`: the monitored names whose best value is the largest.
+_HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "iou", "r2")
 
 
-class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Saves like `keras.callbacks.ModelCheckpoint`, but atomically.
+class AtomicModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model like `keras.callbacks.ModelCheckpoint`, atomically.
 
     Takes `ModelCheckpoint`'s arguments and decides when and where to save
-    the same way (`save_freq`, `save_best_only`, templates such as
-    `"ckpt-{epoch:02d}.keras"`); only the writing differs. Each save goes to
+    by its rules (`save_freq`, `save_best_only`, templates such as
+    `"ckpt-{epoch:02d}.keras"`, the same messages with `verbose=1`); only
+    the writing differs. Each save goes to
     `<dir>/.<file name>.<random>.tmp/<file name>` (a staging directory in
     the target's directory, so on the same file system), is flushed with
     `fsync`, and is then moved over the target with `os.replace`, so a kill
@@ -38,9 +51,9 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     never matches the checkpoint's file pattern (its name starts with `.`
     and ends with `.tmp`), so it can be deleted at any time.
 
-    Remote paths (`gs://...` and the other paths Keras treats as remote)
-    are saved the way `ModelCheckpoint` saves them: object stores replace a
-    whole object at once.
+    Remote paths (`gs://...`, any `scheme://`, and the other paths Keras
+    treats as remote) are saved directly: object stores replace a whole
+    object at once.
 
     With pruning, the callbacks' order does not matter: a save after batch
     `t` holds the state before the mask update due at step `t`, which
@@ -60,18 +73,23 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         save_weights_only: Whether to save `model.save_weights` (with the
             optimizer state when compiled) instead of the whole model.
             Defaults to `False`.
-        mode: `"auto"`, `"min"` or `"max"`, how `monitor` improves.
-            Defaults to `"auto"`.
+        mode: `"min"`, `"max"` or `"auto"`, how `monitor` improves. `"auto"`
+            is `"max"` for names containing `acc`, `auc`, `precision`,
+            `recall`, `f1`, `iou` or `r2` and `"min"` otherwise (Keras'
+            own `"auto"` also reads a private direction of custom metrics;
+            pass `mode` for those). Defaults to `"auto"`.
         save_freq: `"epoch"`, or an integer `N` to save every `N` batches.
             Defaults to `"epoch"`.
         initial_value_threshold: Starting "best" value of `monitor` for
             `save_best_only`. Defaults to `None`.
 
     Raises:
-        ValueError: If `filepath` has the wrong extension or `save_freq` is
-            invalid (as `ModelCheckpoint`).
+        ValueError: If `filepath` has the wrong extension, or `mode` or
+            `save_freq` is not one of its values.
         IsADirectoryError: At a save, if the formatted path is an existing
             directory.
+        KeyError: At a save, if `filepath` names a field that neither the
+            epoch, the batch nor `logs` fill.
 
     Example:
 
@@ -89,36 +107,156 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     ```
     """
 
-    def _save_model(
-        self, epoch: int, batch: int | None, logs: dict | None
+    def __init__(
+        self,
+        filepath: str | PathLike,
+        monitor: str = "val_loss",
+        verbose: int = 0,
+        save_best_only: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "auto",
+        save_freq: str | int = "epoch",
+        initial_value_threshold: float | None = None,
     ) -> None:
-        """Saves the model if due, through a staging file and `os.replace`.
-
-        Overrides `ModelCheckpoint._save_model` (Keras 3.15); the path and
-        the `save_best_only` decision still come from `ModelCheckpoint`
-        (`_get_file_path`, `_should_save_model`).
-        """
-        filepath = self._get_file_path(epoch, batch, logs)
-        if _compat.is_remote_path(filepath):
-            super()._save_model(epoch, batch, logs)
-            return
-        if not self._should_save_model(epoch, batch, logs, filepath):
-            return
-        if os.path.isdir(filepath):
-            raise IsADirectoryError(
-                "`filepath` must name a file, not an existing directory. "
-                f"Received: filepath={filepath}"
+        super().__init__()
+        filepath = os.fspath(filepath)
+        extensions = (
+            (".weights.h5",) if save_weights_only else (".keras", ".h5")
+        )
+        if not filepath.endswith(extensions):
+            raise ValueError(
+                f"`filepath` must end in `{extensions[0]}`"
+                + (
+                    " with `save_weights_only=True`"
+                    if save_weights_only
+                    else ""
+                )
+                + f". Received: filepath={filepath}"
             )
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(
+                "`mode` must be 'auto', 'min' or 'max'. "
+                f"Received: mode={mode!r}"
+            )
+        if save_freq != "epoch" and (
+            not isinstance(save_freq, int)
+            or isinstance(save_freq, bool)
+            or save_freq < 1
+        ):
+            raise ValueError(
+                "`save_freq` must be 'epoch' or a positive integer. "
+                f"Received: save_freq={save_freq!r}"
+            )
+        self.filepath = filepath
+        self.monitor = monitor
+        self.verbose = verbose
+        self.save_best_only = save_best_only
+        self.save_weights_only = save_weights_only
+        self.mode = mode
+        self.save_freq = save_freq
+        self.best = initial_value_threshold
+        self._epoch = 0
+        self._batches_since_save = 0
+        self._last_batch: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.save_freq == "epoch":
+            return
+        # With `steps_per_execution`, `batch` jumps by several at a time.
+        if self._last_batch is None or batch <= self._last_batch:
+            self._batches_since_save += batch + 1
+        else:
+            self._batches_since_save += batch - self._last_batch
+        self._last_batch = batch
+        if self._batches_since_save >= self.save_freq:
+            self._batches_since_save = 0
+            self._save(self._epoch, batch, logs or {})
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.save_freq == "epoch":
+            self._save(epoch, None, logs or {})
+
+    def _save(self, epoch: int, batch: int | None, logs: dict) -> None:
+        """Saves the model to the formatted path if due."""
+        filepath = self._format_path(epoch, batch, logs)
+        if not self._is_due(epoch, logs, filepath):
+            return
         save = (
             self.model.save_weights
             if self.save_weights_only
             else self.model.save
         )
-        _write_atomically(filepath, lambda path: save(path, overwrite=True))
-        if self.verbose > 0:
-            _compat.print_message(
-                f"\nEpoch {epoch + 1}: finished saving model to {filepath}"
+        if _REMOTE_PATH.match(filepath):
+            save(filepath, overwrite=True)
+        else:
+            if os.path.isdir(filepath):
+                raise IsADirectoryError(
+                    "`filepath` must name a file, not an existing directory. "
+                    f"Received: filepath={filepath}"
+                )
+            _write_atomically(filepath, lambda path: save(path, overwrite=True))
+        self._print(f"Epoch {epoch + 1}: finished saving model to {filepath}")
+
+    def _format_path(self, epoch: int, batch: int | None, logs: dict) -> str:
+        fields = dict(logs, epoch=epoch + 1)
+        if batch is not None and "batch" not in logs:
+            fields["batch"] = batch + 1
+        try:
+            return self.filepath.format(**fields)
+        except KeyError as error:
+            raise KeyError(
+                f"`filepath` names a field that is not filled: {error}. "
+                f"Received: filepath={self.filepath}"
+            ) from None
+
+    def _is_due(self, epoch: int, logs: dict, filepath: str) -> bool:
+        """`ModelCheckpoint`'s `save_best_only` rule, and its messages."""
+        if not self.save_best_only:
+            self._print(f"Epoch {epoch + 1}: saving model to {filepath}")
+            return True
+        current = logs.get(self.monitor)
+        if current is None or getattr(current, "shape", ()) != ():
+            warnings.warn(
+                "`save_best_only` needs a scalar `monitor` in the logs; "
+                f"saving anyway. Received: {self.monitor}={current!r}",
+                stacklevel=2,
             )
+            return True
+        current = float(current)
+        best = "None" if self.best is None else f"{self.best:.5f}"
+        if self.best is not None and not self._improves(current, self.best):
+            self._print(
+                f"Epoch {epoch + 1}: {self.monitor} did not improve from {best}"
+            )
+            return False
+        self._print(
+            f"Epoch {epoch + 1}: {self.monitor} improved from {best} to "
+            f"{current:.5f}, saving model to {filepath}"
+        )
+        self.best = current
+        return True
+
+    def _improves(self, current: float, best: float) -> bool:
+        mode = self.mode
+        if mode == "auto":
+            name = self.monitor.removeprefix("val_").lower()
+            higher = any(part in name for part in _HIGHER_IS_BETTER)
+            mode = "max" if higher else "min"
+        return current > best if mode == "max" else current < best
+
+    def _print(self, message: str) -> None:
+        """Prints as Keras' callbacks do: to stdout, or to the absl log
+        when Keras' interactive logging is off."""
+        if self.verbose <= 0:
+            return
+        if keras.config.is_interactive_logging_enabled():
+            sys.stdout.write(f"\n{message}\n")
+            sys.stdout.flush()
+        else:
+            logging.info(message)
 
 
 def _write_atomically(filepath: str, write: Callable[[str], None]) -> None:

@@ -91,7 +91,9 @@ def test_keeps_model_checkpoint_arguments_and_checks():
         mode="min",
         save_freq=7,
     )
-    assert isinstance(callback, keras.callbacks.ModelCheckpoint)
+    # Our own callback (no Keras internals), with ModelCheckpoint's names.
+    assert isinstance(callback, keras.callbacks.Callback)
+    assert callback.mode == "min" and callback.best is None
     assert callback.filepath == "c-{epoch}.weights.h5"
     assert callback.monitor == "loss"
     assert callback.save_best_only and callback.save_weights_only
@@ -102,6 +104,10 @@ def test_keeps_model_checkpoint_arguments_and_checks():
         AtomicModelCheckpoint("model.keras", save_weights_only=True)
     with pytest.raises(ValueError, match="save_freq"):
         AtomicModelCheckpoint("model.keras", save_freq="often")
+    with pytest.raises(ValueError, match="Received: save_freq=0"):
+        AtomicModelCheckpoint("model.keras", save_freq=0)
+    with pytest.raises(ValueError, match="Received: mode='lowest'"):
+        AtomicModelCheckpoint("model.keras", mode="lowest")
 
 
 @pytest.mark.parametrize(
@@ -226,6 +232,8 @@ def test_during_a_save_the_target_is_whole_and_nothing_matches_the_pattern(
     # The widest pattern possible: every file name ending in ".keras".
     pattern = str(tmp_path / "{epoch:02d}.keras")
     callback = AtomicModelCheckpoint(pattern, save_freq=2)
+    # Keras' own rule for the newest checkpoint matching a pattern.
+    keras_matcher = keras.callbacks.ModelCheckpoint(pattern)
     first, second = str(tmp_path / "01.keras"), str(tmp_path / "02.keras")
     targets = [first, first, second, second]  # Saves at steps 2, 4, 6, 8.
     seen = []
@@ -241,7 +249,7 @@ def test_during_a_save_the_target_is_whole_and_nothing_matches_the_pattern(
             dict(
                 staging=[n for n in os.listdir(tmp_path) if n.endswith(".tmp")],
                 globbed=sorted(glob.glob(str(tmp_path / "*.keras"))),
-                latest=callback._get_most_recently_modified_file_matching_pattern(
+                latest=keras_matcher._get_most_recently_modified_file_matching_pattern(
                     pattern
                 ),
                 target_step=os.path.exists(target)
@@ -404,22 +412,108 @@ def test_sigkill_during_saves_leaves_a_loadable_checkpoint_unlike_keras(
     assert len(_staging_dirs(ours)) > 1
 
 
-def test_remote_paths_are_left_to_model_checkpoint(tmp_path, monkeypatch):
-    from model_pruning import _compat
+def test_remote_paths_are_saved_directly(tmp_path, monkeypatch):
+    """A `scheme://` path goes through Keras' own (gfile) saving: TF's
+    in-memory `ram://` file system stands in for `gs://`."""
+    monkeypatch.chdir(tmp_path)
+    path = f"ram://{tmp_path.name}/ckpt-{{epoch}}.keras"
+    _fit(_model(), [AtomicModelCheckpoint(path)], epochs=2)
+    assert _iterations(keras.models.load_model(path.format(epoch=2))) == 8
+    assert _iterations(keras.models.load_model(path.format(epoch=1))) == 4
+    assert os.listdir(tmp_path) == []
 
-    # Treat the local path as remote (as Keras treats `gs://...`).
-    monkeypatch.setattr(_compat, "is_remote_path", lambda path: True)
-    staging_seen = []
-    save_state = saving_lib._save_state
 
-    def observing_save_state(*args, **kwargs):
-        save_state(*args, **kwargs)
-        if kwargs.get("inner_path") == "":
-            staging_seen.extend(_staging_dirs(tmp_path))
+@pytest.mark.parametrize(
+    "monitor, scores, mode, best_epoch, keras_knows",
+    [
+        ("val_accuracy", [0.5, 0.9, 0.7], "auto", 2, True),
+        ("val_loss", [3.0, 1.0, 2.0], "auto", 2, True),
+        ("val_auc", [0.5, 0.4, 0.8], "auto", 3, False),
+        ("val_mae", [3.0, 2.0, 1.0], "auto", 3, False),
+        ("val_custom", [1.0, 3.0, 2.0], "max", 2, True),
+    ],
+)
+def test_save_best_only_direction(
+    tmp_path, monitor, scores, mode, best_epoch, keras_knows
+):
+    """`mode="auto"` picks the direction Keras picks for its metrics
+    (compared where the model compiles the metric; Keras' "auto" needs it
+    compiled)."""
 
-    monkeypatch.setattr(saving_lib, "_save_state", observing_save_state)
-    path = tmp_path / "ckpt.keras"
-    _fit(_model(), [AtomicModelCheckpoint(str(path))], epochs=2)
-    monkeypatch.undo()
-    assert staging_seen == []
-    assert _iterations(keras.models.load_model(path)) == 8
+    class Scores(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs[monitor] = scores[epoch]
+
+    model = _model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    callbacks = [
+        AtomicModelCheckpoint(
+            str(tmp_path / "a.keras"),
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+        )
+    ]
+    if keras_knows:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(tmp_path / "k.keras"),
+                monitor=monitor,
+                mode=mode,
+                save_best_only=True,
+            )
+        )
+    _fit(model, [Scores(), *callbacks])
+    for callback in callbacks:
+        assert callback.best == scores[best_epoch - 1]
+        saved = keras.models.load_model(callback.filepath)
+        assert _iterations(saved) == best_epoch * _STEPS_PER_EPOCH
+
+
+def test_steps_per_execution_counts_batches_like_keras(tmp_path):
+    model = _model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=3,
+    )
+    pattern = "s-{epoch}-{batch}.keras"
+    _fit(
+        model,
+        [
+            AtomicModelCheckpoint(str(tmp_path / "a" / pattern), save_freq=5),
+            keras.callbacks.ModelCheckpoint(
+                str(tmp_path / "k" / pattern), save_freq=5
+            ),
+        ],
+    )
+    saved = sorted(os.listdir(tmp_path / "a"))
+    assert saved == sorted(os.listdir(tmp_path / "k"))
+    assert len(saved) >= 2
+
+
+def test_verbose_messages_go_to_the_absl_log_without_interactive_logging(
+    tmp_path, capsys, caplog
+):
+    keras.config.disable_interactive_logging()
+    try:
+        with caplog.at_level("INFO"):
+            _fit(
+                _model(),
+                [AtomicModelCheckpoint(str(tmp_path / "m.keras"), verbose=1)],
+                epochs=1,
+            )
+    finally:
+        keras.config.enable_interactive_logging()
+    assert "finished saving model to" not in capsys.readouterr().out
+    assert "finished saving model to" in caplog.text
+
+
+def test_unfilled_field_names_the_filepath(tmp_path):
+    callback = AtomicModelCheckpoint(str(tmp_path / "m-{nope}.keras"))
+    with pytest.raises(KeyError, match="nope"):
+        _fit(_model(), [callback], epochs=1)

@@ -155,12 +155,3 @@ def test_copy_build_shapes_gives_the_copy_the_build_config():
     assert copy.get_build_config() == source.get_build_config(), (
         keras.__version__
     )
-
-
-def test_file_helpers_of_model_checkpoint(capsys):
-    with _fails_loudly("`keras.src.utils.file_utils` / `io_utils`"):
-        remote = _compat.is_remote_path("gs://bucket/model.keras")
-        local = _compat.is_remote_path("/tmp/model.keras")
-        _compat.print_message("compat message")
-    assert remote and not local, keras.__version__
-    assert "compat message" in capsys.readouterr().out, keras.__version__
