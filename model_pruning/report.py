@@ -31,21 +31,10 @@ from model_pruning.sparse_formats import is_floating_dtype
 from model_pruning.sparse_formats import quantization_error
 from model_pruning.sparse_formats import smallest_format
 
-"""The paper's megabyte (Tables 5 and 6)."""
-
-_GZIP_LEVEL = 9
-_COUNT_FIELDS = (
-    "size",
-    "nnz",
-    "sparsity",
-    "dense_bytes",
-    "bitmask_bytes",
-    "csr_bytes",
-    "gzip_bytes",
-    "int8_csr_bytes",
-    "compact_bytes",
+_TABLE_HEADER = (
+    "weight shape size nnz sparsity pruned "
+    "dense bitmask csr({index_bits}b) gzip int8+csr compact"
 )
-_SUMMED_FIELDS = tuple(f for f in _COUNT_FIELDS if f != "sparsity")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,7 +68,12 @@ class SizeCounts:
 
     def as_dict(self) -> dict[str, Any]:
         """Returns the counts as a dict of Python ints and floats."""
-        return {name: getattr(self, name) for name in _COUNT_FIELDS}
+        return _fields_dict(self, SizeCounts)
+
+
+_SUMMED_FIELDS = tuple(
+    f.name for f in dataclasses.fields(SizeCounts) if f.name != "sparsity"
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -128,17 +122,15 @@ class SparsityReport:
         index_bits: Bits per CSR(C) zero count used for `csr_bytes` and
             `int8_csr_bytes`.
         int8_max_abs_error: `max |decoded - original|` of the int8 + CSR(C)
-            encoding over all pruned weights, or `None` with no pruned
-            weight.
+            encoding over all pruned weights.
         int8_relative_rms_error: `||decoded - original||_2 /
-            ||original||_2` over all pruned weights together, or `None`
-            with no pruned weight.
-        saved_model_bytes: Size of `export_saved_model`'s directory, or
-            `None` without `include_exports`.
-        tflite_bytes: Size of `export_tflite(..., sparse=True)`'s file, or
-            `None` without `include_exports`.
-        keras_bytes: Size of the stripped model's `.keras` file, or `None`
-            without `include_exports`.
+            ||original||_2` over all pruned weights together.
+        saved_model_bytes: Size of `export_saved_model`'s directory.
+        tflite_bytes: Size of `export_tflite(..., sparse=True)`'s file.
+        keras_bytes: Size of the stripped model's `.keras` file.
+
+    The int8 errors are `None` with no pruned weight, the file sizes without
+    `include_exports`.
     """
 
     weights: tuple[WeightReport, ...]
@@ -159,14 +151,9 @@ class SparsityReport:
             sizes (`None` where not measured).
         """
         return {
+            **_fields_dict(self, SparsityReport),
             "weights": [weight.as_dict() for weight in self.weights],
             "total": self.total.as_dict(),
-            "index_bits": self.index_bits,
-            "int8_max_abs_error": self.int8_max_abs_error,
-            "int8_relative_rms_error": self.int8_relative_rms_error,
-            "saved_model_bytes": self.saved_model_bytes,
-            "tflite_bytes": self.tflite_bytes,
-            "keras_bytes": self.keras_bytes,
         }
 
     def to_table(self) -> str:
@@ -178,22 +165,17 @@ class SparsityReport:
         Returns:
             A multi-line string (no trailing newline).
         """
-        header = _table_header(self.index_bits)
-        rows = [_weight_row(weight) for weight in self.weights]
-        total = _total_row(self.total)
-        widths = [
-            max(len(row[i]) for row in [header, *rows, total])
-            for i in range(len(header))
+        table = [
+            _TABLE_HEADER.format(index_bits=self.index_bits).split(),
+            *(_row(w.name, w.shape, w, w.pruned) for w in self.weights),
+            _row("total", None, self.total, None),
         ]
+        widths = [max(map(len, col)) for col in zip(*table, strict=True)]
+        header, *rows, total = [_format_row(row, widths) for row in table]
         rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-        lines = [_format_row(header, widths), rule]
-        lines += [_format_row(row, widths) for row in rows]
-        lines += [rule, _format_row(total, widths)]
-        lines.append(
-            "Sizes in bytes. compact = smallest of dense, bit-mask and "
-            "CSR(C) per weight."
-        )
-        lines += self._footer()
+        note = "Sizes in bytes. compact = smallest of dense, bit-mask and "
+        note += "CSR(C) per weight."
+        lines = [header, rule, *rows, rule, total, note, *self._footer()]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -207,14 +189,12 @@ class SparsityReport:
                 f"{self.int8_max_abs_error:.3e}, relative RMS "
                 f"{self.int8_relative_rms_error:.3e}"
             )
-        exports = [
-            ("SavedModel", self.saved_model_bytes),
-            ("TFLite (sparse)", self.tflite_bytes),
-            (".keras", self.keras_bytes),
-        ]
-        measured = [
-            f"{name} {size}" for name, size in exports if size is not None
-        ]
+        exports = {
+            "SavedModel": self.saved_model_bytes,
+            "TFLite (sparse)": self.tflite_bytes,
+            ".keras": self.keras_bytes,
+        }
+        measured = [f"{k} {v}" for k, v in exports.items() if v is not None]
         if measured:
             lines.append("Files (bytes): " + ", ".join(measured))
         return lines
@@ -261,28 +241,19 @@ def sparsity_report(
     index_bits = check_index_bits(index_bits)
     _check_arguments(model, include_exports)
     stripped, flags = _stripped_with_flags(model)
-    paths = [variable.path for variable in stripped.weights]
-    arrays = [_as_numpy(variable) for variable in stripped.weights]
-    int8 = [
-        _int8_encoding(path, array, index_bits)
-        for path, array in zip(paths, arrays, strict=True)
-    ]
-    weights = tuple(
-        _weight_report(path, array, pruned, index_bits, int8_encoding)
-        for path, array, pruned, int8_encoding in zip(
-            paths, arrays, flags, int8, strict=True
+    weights, int8_pairs = [], []
+    for variable, pruned in zip(stripped.weights, flags, strict=True):
+        array = np.asarray(keras.ops.convert_to_numpy(variable))
+        int8 = _int8_encoding(variable.path, array, index_bits)
+        weights.append(
+            _weight_report(variable.path, array, pruned, index_bits, int8)
         )
-    )
-    max_abs, relative_rms = _int8_error(
-        [
-            (array, encoding)
-            for array, encoding, pruned in zip(arrays, int8, flags, strict=True)
-            if pruned and encoding is not None
-        ]
-    )
+        if pruned and int8 is not None:
+            int8_pairs.append((array, int8))
+    max_abs, relative_rms = _int8_error(int8_pairs)
     exports = _export_sizes(stripped) if include_exports else {}
     return SparsityReport(
-        weights=weights,
+        weights=tuple(weights),
         total=_total(weights),
         index_bits=index_bits,
         int8_max_abs_error=max_abs,
@@ -337,23 +308,18 @@ def _check_arguments(model: Any, include_exports: Any) -> None:
 
 def _stripped_with_flags(model: Any) -> tuple[Any, list[bool]]:
     """Returns the stripped model and, per weight, whether it had a mask."""
-    if not accessors.pruned_layers(model):
+    wrappers = accessors.pruned_layers(model)
+    if not wrappers:
         return model, [False] * len(model.weights)
     masked = {id(entry.weight) for entry in accessors.pruned_weights(model)}
-    pruning_ids = _pruning_ids(model)
-    kept = [w for w in model.weights if id(w) not in pruning_ids]
+    added = set()  # What the wrappers add: masks, thresholds, steps.
+    for wrapper in wrappers:
+        inner = {id(w) for w in wrapper.layer.weights}
+        added.update(id(w) for w in wrapper.weights if id(w) not in inner)
+    kept = [w for w in model.weights if id(w) not in added]
     stripped = strip_pruning(model)
     _check_aligned(kept, stripped.weights)
     return stripped, [id(w) in masked for w in kept]
-
-
-def _pruning_ids(model: Any) -> set[int]:
-    """Ids of the variables the wrappers add: masks, thresholds, steps."""
-    ids = set()
-    for wrapper in accessors.pruned_layers(model):
-        inner = {id(w) for w in wrapper.layer.weights}
-        ids.update(id(w) for w in wrapper.weights if id(w) not in inner)
-    return ids
 
 
 def _check_aligned(kept: list, stripped: list) -> None:
@@ -375,10 +341,6 @@ def _leaf(path: str) -> str:
     return re.sub(r"_\d+$", "", path.rsplit("/", 1)[-1])
 
 
-def _as_numpy(variable: Any) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(variable))
-
-
 def _int8_encoding(
     name: str, array: np.ndarray, index_bits: int
 ) -> CsrcEncoding | None:
@@ -396,12 +358,12 @@ def _weight_report(
     array: np.ndarray,
     pruned: bool,
     index_bits: int,
-    int8_encoding: CsrcEncoding | None,
+    int8: CsrcEncoding | None,
 ) -> WeightReport:
     """Measures one weight in every format."""
     encodings = encode_all(array, index_bits)
     compact_format = smallest_format(encodings)
-    sizes = {fmt: int(e.nbytes) for fmt, e in encodings.items()}
+    sizes = {f"{fmt}_bytes": int(e.nbytes) for fmt, e in encodings.items()}
     size, nnz = int(array.size), int(np.count_nonzero(array))
     return WeightReport(
         name=name,
@@ -411,14 +373,10 @@ def _weight_report(
         size=size,
         nnz=nnz,
         sparsity=_sparsity(size, nnz),
-        dense_bytes=sizes["dense"],
-        bitmask_bytes=sizes["bitmask"],
-        csr_bytes=sizes["csr"],
+        **sizes,
         gzip_bytes=_gzip_bytes(array),
-        int8_csr_bytes=(
-            sizes["csr"] if int8_encoding is None else int(int8_encoding.nbytes)
-        ),
-        compact_bytes=sizes[compact_format],
+        int8_csr_bytes=sizes["csr_bytes"] if int8 is None else int(int8.nbytes),
+        compact_bytes=sizes[f"{compact_format}_bytes"],
         compact_format=compact_format,
     )
 
@@ -429,10 +387,10 @@ def _sparsity(size: int, nnz: int) -> float:
 
 def _gzip_bytes(array: np.ndarray) -> int:
     data = np.ascontiguousarray(array).tobytes()
-    return len(gzip.compress(data, compresslevel=_GZIP_LEVEL, mtime=0))
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
-def _total(weights: tuple[WeightReport, ...]) -> SizeCounts:
+def _total(weights: list[WeightReport]) -> SizeCounts:
     sums = {f: sum(getattr(w, f) for w in weights) for f in _SUMMED_FIELDS}
     return SizeCounts(sparsity=_sparsity(sums["size"], sums["nnz"]), **sums)
 
@@ -453,72 +411,43 @@ def _int8_error(
 
 
 def _export_sizes(model: keras.Model) -> dict[str, int]:
-    """Exports the (stripped) model to a temporary directory; file sizes."""
-    with tempfile.TemporaryDirectory() as directory:
+    """Exports the (stripped) model to a temporary directory; file sizes.
+
+    Whether LiteRT runs the TFLite file sparse is `inspect_tflite`'s
+    question, so its `DensifiedWeightWarning` is not repeated here.
+    """
+    with tempfile.TemporaryDirectory() as directory, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DensifiedWeightWarning)
         keras_path = os.path.join(directory, "model.keras")
         model.save(keras_path)
         return {
             "saved_model_bytes": export.export_saved_model(
                 model, os.path.join(directory, "saved_model")
             ),
-            "tflite_bytes": _tflite_bytes(
-                model, os.path.join(directory, "model.tflite")
+            "tflite_bytes": export.export_tflite(
+                model, os.path.join(directory, "model.tflite"), sparse=True
             ),
             "keras_bytes": os.path.getsize(keras_path),
         }
 
 
-def _tflite_bytes(model: keras.Model, path: str) -> int:
-    """Size of the sparse TFLite file; whether LiteRT runs it sparse is
-    `inspect_tflite`'s question, so its warning is not repeated here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DensifiedWeightWarning)
-        return export.export_tflite(model, path, sparse=True)
+def _fields_dict(obj: Any, cls: type) -> dict[str, Any]:
+    """`obj`'s values of the fields `cls` declares, in their order."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}
 
 
-def _table_header(index_bits: int) -> list[str]:
-    return [
-        "weight",
-        "shape",
-        "size",
-        "nnz",
-        "sparsity",
-        "pruned",
-        "dense",
-        "bitmask",
-        f"csr({index_bits}b)",
-        "gzip",
-        "int8+csr",
-        "compact",
-    ]
-
-
-def _weight_row(weight: WeightReport) -> list[str]:
-    shape = "x".join(str(d) for d in weight.shape) or "scalar"
-    return [
-        weight.name,
-        shape,
-        *_count_cells(weight, "yes" if weight.pruned else "no"),
-    ]
-
-
-def _total_row(total: SizeCounts) -> list[str]:
-    return ["total", "", *_count_cells(total, "")]
-
-
-def _count_cells(counts: SizeCounts, pruned: str) -> list[str]:
-    return [
-        str(counts.size),
-        str(counts.nnz),
-        f"{counts.sparsity:.4f}",
-        pruned,
-        str(counts.dense_bytes),
-        str(counts.bitmask_bytes),
-        str(counts.csr_bytes),
-        str(counts.gzip_bytes),
-        str(counts.int8_csr_bytes),
-        str(counts.compact_bytes),
-    ]
+def _row(
+    name: str,
+    shape: tuple[int, ...] | None,
+    counts: SizeCounts,
+    pruned: bool | None,
+) -> list[str]:
+    """One table row in `_TABLE_HEADER`'s order; `None` leaves a cell blank."""
+    size, nnz, *sizes = (str(getattr(counts, f)) for f in _SUMMED_FIELDS)
+    shape_cell = "" if shape is None else "x".join(map(str, shape)) or "scalar"
+    pruned_cell = {True: "yes", False: "no", None: ""}[pruned]
+    cells = [name, shape_cell, size, nnz, f"{counts.sparsity:.4f}"]
+    return [*cells, pruned_cell, *sizes]
 
 
 def _format_row(cells: list[str], widths: list[int]) -> str:
