@@ -215,8 +215,7 @@ class LayerChoice:
         policy: Callable[[keras.layers.Layer], Any] | None = None,
         pruning_policy: "PruningPolicy | None" = None,
     ):
-        if layer_args is None:
-            layer_args = {}
+        layer_args = {} if layer_args is None else layer_args
         if not isinstance(layer_args, dict):
             raise ValueError(
                 "`layer_args` must map layer names to dicts. "

@@ -1,7 +1,6 @@
 """Mask math: thresholds and masks as pure functions of tensors.
 
-Nothing here touches a variable; `pruning.py` reads the variables, calls these
-functions and assigns the results.
+Nothing here touches a variable; `mask_update.py` assigns the results.
 
 The rule (contrib's final one): keep `k = round_half_even(n * (1 - s))` of the
 `n` candidate magnitudes; the threshold is the k-th largest magnitude,
@@ -95,14 +94,10 @@ def magnitude_mask(
     Returns:
         A `MaskUpdate` with the threshold and a mask of `magnitudes`' dtype.
     """
-    k = num_kept(magnitudes.shape.num_elements(), sparsity)
-    current = decayed_threshold(
-        selection.kth_largest(magnitudes, k, xla=xla),
-        previous_threshold,
-        threshold_decay,
+    threshold, (mask,) = global_magnitude_masks(
+        [magnitudes], sparsity, previous_threshold, threshold_decay, xla
     )
-    mask = tf.cast(magnitudes >= current, magnitudes.dtype)
-    return MaskUpdate(current, mask)
+    return MaskUpdate(threshold, mask)
 
 
 def block_magnitude_mask(
@@ -143,20 +138,15 @@ def block_magnitude_mask(
         A `MaskUpdate` whose mask has the shape of `magnitudes`.
     """
     shape = magnitudes.shape
-    if input_axes is not None and shape.rank > 2:
-        squeezed = tf.reshape(
-            magnitudes,
-            [
-                math.prod(shape[:input_axes]),
-                math.prod(shape[input_axes:]),
-            ],
-        )
-    else:
-        squeezed = tf.squeeze(magnitudes)
     if is_elementwise(shape, block_dims, input_axes):
         return magnitude_mask(
             magnitudes, sparsity, previous_threshold, threshold_decay, xla
         )
+    if input_axes is not None and shape.rank > 2:
+        split = [math.prod(shape[:input_axes]), math.prod(shape[input_axes:])]
+        squeezed = tf.reshape(magnitudes, split)
+    else:
+        squeezed = tf.squeeze(magnitudes)
     rows, cols = squeezed.shape
     block = (
         rows if block_dims[0] == -1 else block_dims[0],
@@ -225,8 +215,7 @@ def global_magnitude_masks(
         magnitudes: Non-negative tensors of `|w|` of one float dtype.
         sparsity: Float scalar in `[0, 1)`: the fraction of all entries to
             mask.
-        previous_threshold: The stored threshold, used when `threshold_decay`
-            is positive.
+        previous_threshold: As in `magnitude_mask`.
         threshold_decay: Python float in `[0, 1)`.
         xla: As in `magnitude_mask`. Defaults to `False`.
 

@@ -89,58 +89,99 @@ def update_weight(
 
     With `mask_weight` the weight is also set to `weight * mask`, so the
     next forward pass sees the new mask (the contrib mirror masks in its
-    forward pass instead, and passes `False`).
-
-    Magnitudes of already-pruned weights count as zero and the new mask is
-    ANDed with the old one, so masks only shrink. A weight with no elements
+    forward pass instead, and passes `False`). A weight with no elements
     has nothing to update. Under `sparsity_m_by_n` the mask keeps the
-    largest `N - M` of each group and the threshold is left as it is. A NaN
-    or Inf in an unpruned entry cannot be
-    ranked: that weight keeps its mask and threshold, and the update raises
-    `tf.errors.InvalidArgumentError` naming it (under XLA, where ops cannot
-    raise, it only keeps them). Other weights update as usual.
+    largest `N - M` of each group and the threshold is left as it is. A
+    weight holding NaN or Inf keeps its mask and threshold and raises (see
+    the module docstring); other weights update as usual.
     """
-    if entry.mask.shape.num_elements() == 0:
-        return
-    if _fusable([entry], hparams, xla):
-        _update_fused(
-            [entry],
-            tf.cast(sparsity * entry.sparsity_scale, tf.float32),
-            hparams.threshold_decay,
-            mask_weight,
-        )
-        return
-    old_mask = entry.mask
-    magnitudes = _checked_magnitudes(entry)
+    sparsity = tf.cast(sparsity * entry.sparsity_scale, tf.float32)
 
-    def assign_new_mask() -> tf.Tensor:
+    def new_masks(magnitudes: list, previous: Any) -> tuple[Any, list]:
         if hparams.m_by_n is not None:
-            new_mask = mask_lib.m_by_n_mask(magnitudes, *hparams.m_by_n)
-        else:
-            update = mask_lib.block_magnitude_mask(
-                magnitudes,
-                tf.cast(sparsity * entry.sparsity_scale, tf.float32),
-                entry.threshold,
-                hparams.threshold_decay,
-                entry.block_dims,
-                hparams.block_pooling_function,
-                xla,
-                entry.input_axes,
-            )
-            entry.threshold.assign(
-                tf.cast(update.threshold, entry.threshold.dtype)
-            )
-            new_mask = update.mask
-        combined = tf.cast(new_mask, old_mask.dtype) * old_mask
-        entry.mask.assign(combined)
-        if mask_weight:
-            entry.weight.assign(
-                entry.weight * tf.cast(combined, entry.weight.dtype)
-            )
+            return None, [mask_lib.m_by_n_mask(magnitudes[0], *hparams.m_by_n)]
+        update = mask_lib.block_magnitude_mask(
+            magnitudes[0],
+            sparsity,
+            previous,
+            hparams.threshold_decay,
+            entry.block_dims,
+            hparams.block_pooling_function,
+            xla,
+            entry.input_axes,
+        )
+        return update.threshold, [update.mask]
+
+    _update([entry], hparams, sparsity, xla, mask_weight, new_masks)
+
+
+def update_global(
+    entries: list[PrunedWeight],
+    hparams: PruningHParams,
+    sparsity: tf.Tensor,
+    xla: bool,
+) -> None:
+    """Assigns one threshold over all `entries` and their new masks.
+
+    Keeps the `round_half_even((1 - s) * N)` largest unpruned magnitudes of
+    all `N` weights (ties at the threshold kept). A NaN or Inf anywhere
+    leaves every mask as it was (and raises, as in `update_weight`).
+    """
+    sparsity = tf.cast(sparsity, tf.float32)
+
+    def new_masks(magnitudes: list, previous: Any) -> tuple[Any, list]:
+        return mask_lib.global_magnitude_masks(
+            magnitudes, sparsity, previous, hparams.threshold_decay, xla
+        )
+
+    _update(entries, hparams, sparsity, xla, True, new_masks)
+
+
+def _update(
+    entries: list[PrunedWeight],
+    hparams: PruningHParams,
+    sparsity: tf.Tensor,
+    xla: bool,
+    mask_weight: bool,
+    new_masks: Callable[[list, Any], tuple[Any, list]],
+) -> None:
+    """Assigns `new_masks(magnitudes, previous threshold)`'s threshold
+    (unless `None`) and masks ANDed with the old ones, when every magnitude
+    is finite; the non-empty `entries` share the first one's threshold."""
+    entries = [e for e in entries if e.mask.shape.num_elements()]
+    if not entries:
+        return
+    if _fusable(entries, hparams, xla):
+        _update_fused(entries, sparsity, hparams.threshold_decay, mask_weight)
+        return
+    magnitudes = [
+        tf.debugging.check_numerics(
+            tf.abs(mask_lib.zero_pruned(e.weight, e.mask)),
+            f"model_pruning: weight {e.name!r} holds NaN or Inf, so its "
+            "magnitudes cannot be ranked; its mask was not updated",
+        )
+        for e in entries
+    ]
+
+    def assign_new_masks() -> tf.Tensor:
+        threshold, masks = new_masks(magnitudes, entries[0].threshold)
+        for entry, mask in zip(entries, masks, strict=True):
+            if threshold is not None:
+                entry.threshold.assign(
+                    tf.cast(threshold, entry.threshold.dtype)
+                )
+            combined = tf.cast(mask, entry.mask.dtype) * entry.mask
+            entry.mask.assign(combined)
+            if mask_weight:
+                entry.weight.assign(
+                    entry.weight * tf.cast(combined, entry.weight.dtype)
+                )
         return tf.constant(True)
 
-    finite = tf.reduce_all(tf.math.is_finite(magnitudes))
-    tf.cond(finite, assign_new_mask, lambda: tf.constant(False))
+    finite = tf.reduce_all(
+        [tf.reduce_all(tf.math.is_finite(m)) for m in magnitudes]
+    )
+    tf.cond(finite, assign_new_masks, lambda: tf.constant(False))
 
 
 def _fusable(
@@ -203,61 +244,3 @@ def _update_fused(
             "magnitudes cannot be ranked; its mask was not updated"
         ],
     )
-
-
-def _checked_magnitudes(entry: PrunedWeight) -> tf.Tensor:
-    """`|w|` with pruned entries at 0; raises on NaN or Inf (see above)."""
-    return tf.debugging.check_numerics(
-        tf.abs(mask_lib.zero_pruned(entry.weight, entry.mask)),
-        f"model_pruning: weight {entry.name!r} holds NaN or Inf, so its "
-        "magnitudes cannot be ranked; its mask was not updated",
-    )
-
-
-def update_global(
-    entries: list[PrunedWeight],
-    hparams: PruningHParams,
-    sparsity: tf.Tensor,
-    xla: bool,
-) -> None:
-    """Assigns one threshold over all `entries` and their new masks.
-
-    Keeps the `round_half_even((1 - s) * N)` largest unpruned magnitudes of
-    all `N` weights (ties at the threshold kept). A NaN or Inf anywhere
-    leaves every mask as it was (and raises, as in `update_weight`).
-    """
-    entries = [e for e in entries if e.mask.shape.num_elements()]
-    if not entries:
-        return
-    if _fusable(entries, hparams, xla):
-        _update_fused(
-            entries,
-            tf.cast(sparsity, tf.float32),
-            hparams.threshold_decay,
-            True,
-        )
-        return
-    old_masks = [tf.identity(e.mask) for e in entries]
-    magnitudes = [_checked_magnitudes(e) for e in entries]
-
-    def assign_new_masks() -> tf.Tensor:
-        threshold, masks = mask_lib.global_magnitude_masks(
-            magnitudes,
-            tf.cast(sparsity, tf.float32),
-            entries[0].threshold,
-            hparams.threshold_decay,
-            xla,
-        )
-        for entry, mask, old in zip(entries, masks, old_masks, strict=True):
-            entry.threshold.assign(tf.cast(threshold, entry.threshold.dtype))
-            combined = tf.cast(mask, old.dtype) * old
-            entry.mask.assign(combined)
-            entry.weight.assign(
-                entry.weight * tf.cast(combined, entry.weight.dtype)
-            )
-        return tf.constant(True)
-
-    finite = tf.reduce_all(
-        [tf.reduce_all(tf.math.is_finite(m)) for m in magnitudes]
-    )
-    tf.cond(finite, assign_new_masks, lambda: tf.constant(False))

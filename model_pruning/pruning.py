@@ -1,9 +1,8 @@
 """`Pruning`: contrib's hparams-driven mask updater, over a Keras model.
 
-It reads the global step (the optimizer's `iterations` unless given), decides
-per pruned layer whether masks are due and updates them
-(`mask_update.update_when_due`). The
-`UpdatePruningStep` callback runs it in `model.fit`; custom loops call
+It reads the global step (the optimizer's `iterations` unless given) and
+updates each pruned layer's masks when due (`mask_update.update_when_due`).
+`UpdatePruningStep` runs it in `fit`; custom loops call
 `conditional_mask_update_op()` after applying gradients.
 """
 
@@ -98,16 +97,15 @@ class Pruning:
                         f"than `spec`. Layer: {layer.hparams.to_json()}. "
                         f"Received: spec={spec.to_json()}"
                     )
-        scheme = _common_scheme(layers, spec)
+        self._scheme = _common_scheme(layers, spec)
         if updates_masks:
             for layer in layers:
                 layer.has_mask_updater = True
                 layer.step_source = self.global_step
-        self._scheme = scheme
         self._xla = bool(xla)
         self._delays = [
             (j * layer.hparams.pruning_frequency) // len(layers)
-            if scheme == "layerwise"
+            if self._scheme == "layerwise"
             else 0
             for j, layer in enumerate(layers)
         ]
@@ -164,11 +162,9 @@ class Pruning:
     def any_update_due(self) -> bool:
         """Whether some layer's masks are due at the current step (eager).
 
-        Evaluates the update rule in Python (`schedule.update_is_due`) on the
-        step and the layers' last update steps, which are read again after
-        each update this object runs. `UpdatePruningStep` calls the compiled
-        update only when this is true, so steps without an update cost one
-        variable read.
+        `schedule.update_is_due` in Python, on the layers' last update steps
+        (read again after each update this object runs), so that
+        `UpdatePruningStep` runs the compiled update only when needed.
         """
         step = int(self.global_step())
         if self._last_steps is None:
@@ -276,15 +272,13 @@ class Pruning:
         `<weight>/threshold` per pruned weight.
         """
         step = self.global_step() if step is None else step
-        first_layer_by_name = {}
+        first_by_name = {}
         for layer in self._layers:
             hparams = self._spec or layer.hparams
-            first_layer_by_name.setdefault(hparams.name, layer)
-        for name, layer in first_layer_by_name.items():
+            first_by_name.setdefault(hparams.name, (hparams, layer))
+        for name, (hparams, layer) in first_by_name.items():
             tf.summary.scalar(
-                f"{name}/sparsity",
-                self.sparsity_at(self._spec or layer.hparams, step),
-                step=step,
+                f"{name}/sparsity", self.sparsity_at(hparams, step), step=step
             )
             tf.summary.scalar(
                 f"{name}/last_mask_update_step",

@@ -1,12 +1,10 @@
 """`PruneLowMagnitude`: the layer wrapper that owns the pruning variables.
 
-For each prunable weight `<w>` of the wrapped layer (or of its sublayers,
-at any depth) the wrapper adds two
-non-trainable variables, `<w>_mask` (ones, the weight's shape and dtype, or
-uint8 with `mask_dtype="uint8"`) and
-`<w>_threshold` (a zero scalar), plus one int64 `last_mask_update_step` for the
-layer. It only holds state and applies the mask; `pruning.Pruning` decides
-when and how masks change.
+For each pruned weight `<w>` of the wrapped layer (or of its sublayers, at
+any depth) the wrapper adds the non-trainable `<w>_mask` (ones, the weight's
+shape and dtype, or uint8 with `mask_dtype="uint8"`) and `<w>_threshold` (a
+zero scalar), plus one int64 `last_mask_update_step`. It holds state and
+applies masks; `pruning.Pruning` decides when and how masks change.
 """
 
 import inspect
@@ -105,50 +103,35 @@ class _Untracked:
         self.value = value
 
 
-def _as_hparams(hparams: Any) -> PruningHParams | None:
-    if hparams is None or isinstance(hparams, PruningHParams):
-        return hparams
-    if isinstance(hparams, dict):
-        return PruningHParams.from_config(hparams)
-    raise TypeError(
-        "`hparams` must be a PruningHParams (from `get_pruning_hparams()`) or "
-        f"its config dict. Received: hparams={hparams!r}"
-    )
-
-
 @keras.saving.register_keras_serializable(package="model_pruning")
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Wraps a layer so that its prunable weights are masked.
 
     The forward pass only sees unpruned weights: each pruned weight gets a
-    `MaskConstraint`, so the optimizer multiplies it by its mask right after
-    every step; a mask update masks it at once; and a call outside training
-    sets it to `weight * mask` first (weights set by hand are masked too).
+    `MaskConstraint`, so the optimizer masks it right after every step; a
+    mask update masks it at once; a call outside training sets it to
+    `weight * mask` first (weights set by hand are masked too).
     `strip_pruning` folds the mask in, so the final model is exactly zero
     there. Masks change only when a `Pruning` object (run by the
     `UpdatePruningStep` callback in `fit`) updates them.
 
-    The wrapped layer may be a single supported layer or anything built
-    from them, at any depth: a KerasHub transformer block or backbone, a
-    custom layer, a model. Its weights are pruned in place: the masks are
-    the wrapper's variables, attached to the inner variables by their
-    constraints, so the inner layers are never rebuilt and the wrapper's
-    config (the inner layer's own config) recreates everything on load.
-
-    Training the layer (`training=True`) before any `Pruning` object or
-    `UpdatePruningStep` callback manages it raises a `NoMaskUpdaterError`
-    (a `ValueError`, and tfmot's `tf.errors.InvalidArgumentError`), so a
-    forgotten callback cannot silently leave a model unpruned.
-
-    A Keras layer with nothing to prune (`Dropout`, `MaxPooling2D`,
+    The wrapped layer may be a supported layer or anything built from them,
+    at any depth (a KerasHub block or backbone, a custom layer, a model),
+    pruned in place: the masks are the wrapper's variables, attached by the
+    inner variables' constraints, so nothing inside is rebuilt and the
+    wrapper's config (the inner layer's) recreates everything on load. A
+    layer with nothing to prune (`Dropout`, `MaxPooling2D`,
     `BatchNormalization`) may be wrapped too, as tfmot allows: the wrapper
     then adds no masks and passes calls through.
 
+    Training the layer (`training=True`) before a `Pruning` object or
+    `UpdatePruningStep` callback manages it raises `NoMaskUpdaterError`, so
+    a forgotten callback cannot silently leave a model unpruned.
+
     The schedule is given tfmot's way (`pruning_schedule`, `block_size`,
     `block_pooling_type`, `sparsity_m_by_n`) or contrib's way (`hparams`);
-    either becomes one `PruningHParams`, `self.hparams`. tfmot's attributes
-    `pruning_schedule`, `block_size`, `block_pooling_type`,
-    `sparsity_m_by_n` and `pruning_vars` read from it.
+    either becomes `self.hparams`, which tfmot's attributes of those names
+    and `pruning_vars` read.
 
     Args:
         layer: The Keras layer to prune: a supported layer (see
@@ -218,11 +201,19 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"{prunable.supported_layer_names()}. "
                 f"Received: layer={layer.__class__.__name__}"
             )
+        if isinstance(hparams, dict):
+            hparams = PruningHParams.from_config(hparams)
+        elif not isinstance(hparams, PruningHParams | None):
+            raise TypeError(
+                "`hparams` must be a PruningHParams (from "
+                "`get_pruning_hparams()`) or its config dict. "
+                f"Received: hparams={hparams!r}"
+            )
         hparams = resolve_hparams(
             pruning_schedule,
             block_size,
             block_pooling_type,
-            _as_hparams(hparams),
+            hparams,
             sparsity_m_by_n,
             mask_dtype=mask_dtype,
         )
@@ -275,10 +266,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def pruning_step(self) -> Any:
         """tfmot's step: the global step the masks follow, as an int64.
 
-        It is the optimizer's `iterations` (or the `global_step` given to
-        `Pruning`), read now; -1 before any `Pruning` object (or
-        `UpdatePruningStep` callback) manages this layer, as tfmot's step
-        starts at -1.
+        The optimizer's `iterations` (or `Pruning`'s `global_step`), read
+        now; -1 (tfmot's first step) before a `Pruning` manages this layer.
         """
         source = self.step_source
         if source is None:
@@ -304,8 +293,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return super().__call__(*args, **kwargs)
 
     def build(self, input_shape: Any = None, *shapes: Any, **named) -> None:
-        # Extra shapes (a container building MultiHeadAttention with query
-        # and value shapes) go to the wrapped layer.
+        # Extra shapes (MultiHeadAttention's query and value) go to the layer.
         if self.built:
             return  # A container may build its built sublayers again.
         if not self.layer.built:
@@ -331,10 +319,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         chosen = choice.selected_weights(
             self.layer, self.include, self.exclude, candidates
         )
-        if not chosen and not found.candidates and not found.unknown:
-            # Nothing to prune (Dropout, pooling, normalization): pass through.
-            pass
-        elif not chosen:
+        # With nothing to prune (Dropout, pooling) the wrapper passes through.
+        if not chosen and (found.candidates or found.unknown):
             raise ValueError(
                 f"No weight of layer {self.layer.name!r} is selected for "
                 "pruning. Received: "
@@ -348,9 +334,35 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             while base in seen:
                 base = f"{base}_{len(seen)}"
             seen.add(base)
-            entry = self._add_pruning_variables(weight, name, base)
-            axes = prunable.input_axes(owners.get(id(weight)), weight)
-            entries.append(entry._replace(input_axes=axes))
+            mask = self.add_weight(
+                name=f"{base}_mask",
+                shape=weight.shape,
+                dtype=self.hparams.mask_dtype or weight.dtype,
+                initializer="ones",
+                trainable=False,
+            )
+            threshold = self.add_weight(
+                name=f"{base}_threshold",
+                shape=(),
+                dtype=weight.dtype,
+                initializer="zeros",
+                trainable=False,
+            )
+            if not isinstance(weight.constraint, MaskConstraint):
+                weight.constraint = MaskConstraint(mask, weight.constraint)
+            entries.append(
+                PrunedWeight(
+                    name=name,
+                    weight=weight,
+                    mask=mask,
+                    threshold=threshold,
+                    block_dims=self.hparams.block_dims(name),
+                    sparsity_scale=self.hparams.sparsity_scale(name),
+                    input_axes=prunable.input_axes(
+                        owners.get(id(weight)), weight
+                    ),
+                )
+            )
         self.last_mask_update_step = self.add_weight(
             name="last_mask_update_step",
             shape=(),
@@ -367,34 +379,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             setattr(state, entry.mask.name, entry.mask)
             setattr(state, entry.threshold.name, entry.threshold)
         self.pruning_state = state
-
-    def _add_pruning_variables(
-        self, weight, name: str, base: str
-    ) -> PrunedWeight:
-        mask = self.add_weight(
-            name=f"{base}_mask",
-            shape=weight.shape,
-            dtype=self.hparams.mask_dtype or weight.dtype,
-            initializer="ones",
-            trainable=False,
-        )
-        threshold = self.add_weight(
-            name=f"{base}_threshold",
-            shape=(),
-            dtype=weight.dtype,
-            initializer="zeros",
-            trainable=False,
-        )
-        if not isinstance(weight.constraint, MaskConstraint):
-            weight.constraint = MaskConstraint(mask, weight.constraint)
-        return PrunedWeight(
-            name=name,
-            weight=weight,
-            mask=mask,
-            threshold=threshold,
-            block_dims=self.hparams.block_dims(name),
-            sparsity_scale=self.hparams.sparsity_scale(name),
-        )
 
     def apply_masks(self) -> None:
         """Sets every pruned weight to `weight * mask`, in its own dtype.
@@ -420,14 +404,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"Received: training={training}"
             )
         if not training:
-            # In training the weights are already masked: the optimizer's
-            # constraint masks them after every step, and a mask update
-            # masks them at once. Outside training, weights set by hand
-            # (`set_weights`) are masked before use.
+            # Training keeps weights masked (constraint, mask updates);
+            # weights set by hand (`set_weights`) are masked here.
             self.apply_masks()
-        # `training` and a Keras mask on the inputs reach the wrapped layer
-        # through Keras' call context; every other argument, positional or
-        # keyword (`mha(query=x, value=x)`), is passed on as given.
+        # `training` and the inputs' Keras mask reach the wrapped layer
+        # through Keras' call context; other arguments pass as given.
         return self.layer(*args, **kwargs)
 
     @property
@@ -483,10 +464,9 @@ def _forward_call_signature(
 ) -> None:
     """Gives `wrapper` the call signature of `layer`, plus `training`.
 
-    Keras binds a layer's call arguments to its `call` signature to find
-    the inputs it builds from and the masks it propagates; the wrapper's
-    own `call(*args, **kwargs)` would hide the names (`query`, `value`) of
-    the wrapped layer's arguments.
+    Keras binds call arguments to `call`'s signature to find the inputs it
+    builds from and the masks it propagates; `call(*args, **kwargs)` would
+    hide the wrapped layer's argument names (`query`, `value`).
     """
     signature = inspect.signature(layer.call)
     parameters = list(signature.parameters.values())
@@ -495,12 +475,10 @@ def _forward_call_signature(
         training = inspect.Parameter(
             "training", inspect.Parameter.KEYWORD_ONLY, default=None
         )
-        variadic = [
-            i
-            for i, p in enumerate(parameters)
-            if p.kind is inspect.Parameter.VAR_KEYWORD
-        ]
-        where = variadic[0] if variadic else len(parameters)
+        where = next(
+            (i for i, p in enumerate(parameters) if p.kind is p.VAR_KEYWORD),
+            len(parameters),
+        )
         parameters.insert(where, training)
     set_call_signature(wrapper, signature.replace(parameters=parameters))
 
@@ -522,9 +500,8 @@ def _named_build_shapes(
         bound = inspect.signature(layer.call).bind_partial(*args, **kwargs)
     except TypeError:
         return {}
-    shapes = {
+    return {
         f"{name}_shape": value.shape
         for name, value in bound.arguments.items()
         if f"{name}_shape" in wanted and hasattr(value, "shape")
     }
-    return shapes
