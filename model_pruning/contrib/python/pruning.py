@@ -17,13 +17,11 @@ The weights `apply_mask` and the masked layers register are recorded in
 `registry.PruningRegistry` in TF2 (eager and `tf.function`); see
 `model_pruning.contrib.python.registry`.
 
-The math is the library's: `model_pruning.schedule.target_sparsity` (the
-continuous eq. (1)) and `model_pruning.mask_update.update_when_due` (the
-due-check, the magnitude threshold, blocks, masks that only shrink), the
-path `model_pruning.Pruning` runs too. Where it differs from contrib: masks
-never regrow (contrib recomputed them from the raw weights), and one extra
-update happens at the first step at or after `end_pruning_step` when the
-regular updates stepped over it.
+The math is the core's (`schedule.target_sparsity`, eq. (1), and
+`mask_update.update_when_due`), the path `model_pruning.Pruning` runs too.
+Where it differs from contrib: masks never regrow (contrib recomputed them
+from the raw weights), and one extra update happens at the first step at or
+after `end_pruning_step` when the regular updates stepped over it.
 """
 
 import contextlib
@@ -144,8 +142,6 @@ class HParams:
 
     def to_json(self, indent: int | None = None, **_: Any) -> str:
         """Returns the fields as JSON, keys sorted."""
-        if indent is None:
-            return self._hparams.to_json()
         return json.dumps(self.values(), indent=indent, sort_keys=True)
 
     def __eq__(self, other: object) -> bool:
@@ -292,8 +288,7 @@ def _apply_mask_in_graph(x: Any, scope: Any) -> tf.Tensor:
 
 
 def _apply_mask_tf2(x: Any, scope_name: str, shape: tf.TensorShape) -> Any:
-    default = registry.get_default_registry()
-    entry = default.lookup(x)
+    entry = registry.get_default_registry().lookup(x)
     if entry is None:
         is_variable = isinstance(x, (tf.Variable, keras.Variable))
         if not is_variable and tf.is_symbolic_tensor(x):
@@ -313,9 +308,7 @@ def _apply_mask_tf2(x: Any, scope_name: str, shape: tf.TensorShape) -> Any:
                 tf.zeros([], dtype), trainable=False, name=f"{prefix}threshold"
             )
         name = registry.weight_name(x) if is_variable else f"{prefix}weights"
-        entry = default.register(
-            registry.RegisteredWeight(name, x, mask, threshold, None)
-        )
+        entry = registry.register(x, mask, threshold, name)
     return registry.masked_weight(entry.mask, x)
 
 
@@ -364,10 +357,6 @@ def get_weight_sparsity() -> list:
     return [tf.math.zero_fraction(mask) for mask in get_masks()]
 
 
-def _as_state(variable: Any) -> Any:
-    return registry.VariableView(variable)
-
-
 def _check_step(global_step: Any) -> None:
     ok = global_step is None or isinstance(
         global_step, (tf.Variable, keras.Variable, tf.Tensor, numbers.Integral)
@@ -384,35 +373,25 @@ def _check_step(global_step: Any) -> None:
 
 
 def _check_sparsity(sparsity: Any) -> None:
-    if sparsity is None:
+    if sparsity is None or callable(sparsity):
         return
-    if isinstance(sparsity, bool):
+    if isinstance(sparsity, (tf.Variable, keras.Variable, tf.Tensor)):
+        return
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
         raise TypeError(
             f"`sparsity` must be a number in [0, 1), a scalar variable or "
             f"tensor. Received: sparsity={sparsity!r}"
         )
-    if isinstance(sparsity, numbers.Real):
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(
-                f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}"
-            )
-        return
-    if not (
-        isinstance(sparsity, (tf.Variable, keras.Variable, tf.Tensor))
-        or callable(sparsity)
-    ):
-        raise TypeError(
-            f"`sparsity` must be a number in [0, 1), a scalar variable or "
-            f"tensor. Received: sparsity={sparsity!r}"
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(
+            f"`sparsity` must be in [0, 1). Received: sparsity={sparsity!r}"
         )
 
 
 def _as_spec(spec: Any) -> HParams:
-    if spec is None:
-        return get_pruning_hparams()
     if isinstance(spec, HParams):
         return spec
-    if isinstance(spec, PruningHParams):
+    if spec is None or isinstance(spec, PruningHParams):
         return HParams(spec)
     raise TypeError(
         "`spec` must be the result of get_pruning_hparams() (an HParams) or "
@@ -468,12 +447,9 @@ class Pruning:
     The target sparsity at global step `t` (unless `sparsity` is given) is
     eq. (1), `model_pruning.schedule.target_sparsity(hparams, t)`, scaled
     per weight by `weight_sparsity_map` (`s * map / target_sparsity`).
-    Masks keep the largest magnitudes (`model_pruning.pruning`), by blocks
-    where `block_dims_map` / `block_height` x `block_width` say so.
-    `conditional_mask_update_op()` updates them when `begin_pruning_step <=
-    t`, `last_mask_update_step + pruning_frequency <= t` and `t <=
-    end_pruning_step` (or one catch-up update at the first `t >= end` when
-    the regular ones stepped over it); every update sets
+    Masks keep the largest magnitudes, by blocks where `block_dims_map` /
+    `block_height` x `block_width` say so, and update when due (the rule is
+    in `conditional_mask_update_op`); every update sets
     `last_mask_update_step = t`.
 
     The weights are those registered in the mode current at construction:
@@ -540,9 +516,14 @@ class Pruning:
         self._sparsity_source = sparsity
         _check_contrib_fields(spec.hparams)
         if graph_mode:
-            self._graph_global_step = self._setup_global_step()
+            step = tf.cast(_evaluate(global_step), tf.int32)
+            self._graph_global_step = step
             if sparsity is None:
-                self._graph_sparsity = self._setup_sparsity()
+                with tf.name_scope(spec.name):
+                    self._graph_sparsity = tf.identity(
+                        schedule.target_sparsity(spec.hparams, step),
+                        name="sparsity",
+                    )
             elif isinstance(sparsity, (tf.Variable, tf.Tensor)):
                 self._graph_sparsity = sparsity
             else:
@@ -588,18 +569,6 @@ class Pruning:
         """contrib's attribute name for `sparsity`."""
         return self.sparsity
 
-    def _setup_global_step(self) -> tf.Tensor:
-        return tf.cast(_evaluate(self._step_source), tf.int32)
-
-    def _setup_sparsity(self) -> tf.Tensor:
-        with tf.name_scope(self._spec.name):
-            return tf.identity(
-                schedule.target_sparsity(
-                    self._spec.hparams, self._graph_global_step
-                ),
-                name="sparsity",
-            )
-
     def _setup_last_update_step(self) -> Any:
         if not self._graph_mode:
             return self._registry.last_update_step(self._spec.name)
@@ -623,30 +592,6 @@ class Pruning:
             return registry.graph_entries()
         return list(self._registry.entries)
 
-    def _version(self) -> int:
-        if self._graph_mode:
-            return len(tf.compat.v1.get_collection(MASK_COLLECTION))
-        return self._registry.version
-
-    def _pruned_weights(
-        self,
-        hparams: PruningHParams,
-        entries: list[registry.RegisteredWeight],
-    ) -> list[PrunedWeight]:
-        result = []
-        for entry in entries:
-            result.append(
-                PrunedWeight(
-                    name=entry.name,
-                    weight=_as_state(entry.weight),
-                    mask=_as_state(entry.mask),
-                    threshold=entry.threshold,
-                    block_dims=hparams.block_dims(entry.name),
-                    sparsity_scale=hparams.sparsity_scale(entry.name),
-                )
-            )
-        return result
-
     def _read_step(self) -> tf.Tensor:
         return tf.cast(_evaluate(self._step_source), tf.int64)
 
@@ -660,9 +605,20 @@ class Pruning:
         hparams = self._spec.hparams
         _check_contrib_fields(hparams)
         step = self._read_step()
+        weights = [
+            PrunedWeight(
+                name=entry.name,
+                weight=registry.VariableView(entry.weight),
+                mask=registry.VariableView(entry.mask),
+                threshold=entry.threshold,
+                block_dims=hparams.block_dims(entry.name),
+                sparsity_scale=hparams.sparsity_scale(entry.name),
+            )
+            for entry in self._entries_to_trace
+        ]
         return mask_update.update_when_due(
             hparams,
-            self._pruned_weights(hparams, self._entries_to_trace),
+            weights,
             step,
             [self._last_update_step],
             lambda: self._current_sparsity(hparams, step),
@@ -687,9 +643,9 @@ class Pruning:
         # Read outside the function: a FuncGraph has no collections.
         self._entries_to_trace = self._entries()
         if not self._graph_mode:
-            return self._update_fn(force, self._version())
+            return self._update_fn(force, self._registry.version)
         with tf.name_scope(self._spec.name):
-            done = self._update_fn(force, self._version())
+            done = self._update_fn(force, len(self._entries_to_trace))
             with tf.control_dependencies([done]):
                 return tf.no_op(name=name)
 

@@ -8,11 +8,10 @@ outputs       = activation(op(inputs, masked_kernel) + bias)
 ```
 
 Each layer owns `mask` (ones) and `threshold` (zero) as non-trainable Keras
-weights, saved with the model, and registers (kernel, mask, threshold) when
-it is built: in the graph collections while a `tf.compat.v1` graph is being
-built (with the `weights/masked_weight` tensor, made once in `build` as in
-contrib), in the default `PruningRegistry` in TF2 mode (where `call` makes
-the product each time). `Pruning` then updates the masks.
+weights, saved with the model, and registers (kernel, mask, threshold) in
+`build` (`registry.register`: in graph mode with the `weights/masked_weight`
+tensor, made once as in contrib; in TF2 mode `call` makes the product each
+time). `Pruning` then updates the masks.
 """
 
 from typing import Any
@@ -59,7 +58,17 @@ class _MaskedKernelMixin:
     def load_own_variables(self, store: Any) -> None:
         keras.layers.Layer.load_own_variables(self, store)
 
-    def _add_mask_and_threshold(self, kernel_shape: tuple) -> None:
+    def _add_kernel(self, kernel_shape: tuple) -> None:
+        self._kernel = self.add_weight(
+            name=self._kernel_name,
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            dtype=self.dtype,
+        )
+
+    def _add_mask(self, kernel_shape: tuple) -> None:
         self.mask = self.add_weight(
             name="mask",
             shape=kernel_shape,
@@ -67,6 +76,8 @@ class _MaskedKernelMixin:
             trainable=False,
             dtype=self.dtype,
         )
+
+    def _add_threshold(self) -> None:
         self.threshold = self.add_weight(
             name="threshold",
             shape=(),
@@ -74,6 +85,10 @@ class _MaskedKernelMixin:
             trainable=False,
             dtype=self.dtype,
         )
+
+    def _add_mask_and_threshold(self, kernel_shape: tuple) -> None:
+        self._add_mask(kernel_shape)
+        self._add_threshold()
 
     def _add_bias(self, units: int) -> None:
         """Adds the bias (after the kernel's variables), or sets `None`."""
@@ -229,29 +244,9 @@ class MaskedConv2D(_MaskedKernelMixin, keras.layers.Conv2D):
         )
         kernel_shape = self.kernel_size + (input_channel, self.filters)
         self.compute_output_shape(input_shape)
-        self.mask = self.add_weight(
-            name="mask",
-            shape=kernel_shape,
-            initializer="ones",
-            trainable=False,
-            dtype=self.dtype,
-        )
-        self._kernel = self.add_weight(
-            name=self._kernel_name,
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            trainable=True,
-            dtype=self.dtype,
-        )
-        self.threshold = self.add_weight(
-            name="threshold",
-            shape=(),
-            initializer="zeros",
-            trainable=False,
-            dtype=self.dtype,
-        )
+        self._add_mask(kernel_shape)
+        self._add_kernel(kernel_shape)
+        self._add_threshold()
         self._register_kernel()
         self._add_bias(self.filters)
         self.built = True
@@ -345,14 +340,7 @@ class MaskedFullyConnected(_MaskedKernelMixin, keras.layers.Dense):
                 f"should be defined. Received: input_shape={input_shape}"
             )
         kernel_shape = (input_dim, self.units)
-        self._kernel = self.add_weight(
-            name=self._kernel_name,
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            dtype=self.dtype,
-        )
+        self._add_kernel(kernel_shape)
         self._add_mask_and_threshold(kernel_shape)
         self._register_kernel()
         self._add_bias(self.units)
