@@ -25,7 +25,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 # The edit-test loop (under 2 minutes on 2 cores): the unit tests, without
-# the whole-model modules (`integration`) and the cases marked `slow`.
+# the whole-model tests (`integration`) and the cases marked `slow`.
 # `make test` runs all.
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow and not integration"
