@@ -56,36 +56,30 @@ def prune_low_magnitude(
     """Wraps a layer, a list of layers or a model for magnitude pruning.
 
     A plain `Sequential` or Functional model (nested ones too) is rebuilt
-    from copies of its layers: every selected layer is wrapped in
-    `PruneLowMagnitude`, every other layer is copied unchanged, and all
-    weights are copied. Any other model or layer (a KerasHub backbone or
-    task, a `keras.applications` block, a custom layer built from
-    sublayers, a subclassed model) is copied whole, the way it serializes
-    itself (`from_config(get_config())` and its weights), and wrapped whole:
-    its sublayers are pruned in place, at any depth, and never rebuilt one
-    by one. A model of that kind comes back as a `PrunedModel` around the
-    copy. Either way `to_prune` itself is left as it was, and a layer shared
-    by several calls gets one mask per weight. Compile the result and train
-    it with the `UpdatePruningStep` callback.
+    from copies of its layers and weights, the selected layers wrapped in
+    `PruneLowMagnitude`. Any other model or layer (a KerasHub backbone or
+    task, a `keras.applications` block, a custom or subclassed one) is
+    copied whole, as it serializes itself (`from_config(get_config())` and
+    its weights), and wrapped whole: its sublayers are pruned in place, at
+    any depth; such a model comes back as a `PrunedModel`. `to_prune` is
+    left as it was, and a layer shared by several calls gets one mask per
+    weight. Compile the result and train it with `UpdatePruningStep`.
 
-    Which weights are pruned: each layer's default candidates (kernels of
-    Dense, EinsumDense, convolutions and attention projections, token
-    embeddings, recurrent kernels; see `prunable.inventory`), narrowed or
-    widened by `include` / `exclude` regular expressions matched against
-    weight names `<layer>/<path>` (e.g. `"dense_1/kernel"`,
-    `"mha/query/kernel"`,
-    `"bert_backbone/transformer_layer_0/self_attention_layer/query/kernel"`),
-    then by `policy` and `layer_args` per layer (per top-level layer: a
-    layer pruned whole is chosen as one). Biases, normalization scales,
-    `LayerScale` gammas, class tokens and other vector parameters are never
-    pruned; position embeddings only when `include` names them. A trainable
-    weight that nothing knows how to prune raises, unless `unsupported` is
-    `"warn"` (skip it with a warning) or the choice of weights (`include`,
-    `exclude`, `policy`) leaves it out.
+    Pruned weights: each layer's default candidates (kernels of Dense,
+    EinsumDense, convolutions and attention projections, token embeddings,
+    recurrent kernels; see `prunable.inventory`), changed by `include` /
+    `exclude` regexes on weight names `<layer>/<path>` (e.g.
+    `"dense_1/kernel"`, `"bert_backbone/transformer_layer_0/
+    self_attention_layer/query/kernel"`), then by `policy` and `layer_args`
+    per top-level layer. Biases, normalization scales, `LayerScale` gammas,
+    class tokens and other vectors are never pruned; position embeddings
+    only when `include` names them. A trainable weight that nothing knows
+    how to prune raises, unless `unsupported="warn"` (skip it with a
+    warning) or `include`, `exclude` or `policy` leave it out.
 
-    Give the schedule either tfmot's way (`pruning_schedule`, `block_size`,
+    The schedule is given tfmot's way (`pruning_schedule`, `block_size`,
     `block_pooling_type`, `sparsity_m_by_n`, `pruning_scheme`) or contrib's
-    way (`hparams`); both become one `PruningHParams`.
+    (`hparams`); both become one `PruningHParams`.
 
     Args:
         to_prune: A Keras layer, a list of layers, or a built model.
@@ -205,11 +199,11 @@ def strip_pruning(model: Any) -> Any:
     """Returns a plain Keras model with the masks folded into the weights.
 
     Pruning is baked in, not undone: each pruned weight becomes
-    `weight * mask` (exactly 0.0 where masked), and the copy has no mask,
-    threshold or step variables. Its inference output is bit-identical to the
-    pruned model's; its `.keras`, `.weights.h5` and `tf.train.Checkpoint`
-    saves are the final sparse checkpoint. The copy is not compiled, so a
-    saved file holds no optimizer state: compile it to evaluate or train.
+    `weight * mask` (exactly 0.0 where masked), with no mask, threshold or
+    step variables left. Inference output is bit-identical to the pruned
+    model's; `.keras`, `.weights.h5` and `tf.train.Checkpoint` saves are the
+    final sparse checkpoint. The copy is not compiled (a save holds no
+    optimizer state): compile it to evaluate or train.
 
     Args:
         model: A pruned model (any kind `prune_low_magnitude` accepts, or a
@@ -239,8 +233,7 @@ def strip_pruning(model: Any) -> Any:
             stacklevel=2,
         )
         return model
-    if type(model) is not keras.Sequential:
-        _check_built(model)
+    _check_built(model)
     stripped = _strip_nested(model)
     if stripped is None:
         raise ValueError(
@@ -255,10 +248,9 @@ def strip_pruning(model: Any) -> Any:
 def prune_scope() -> keras.saving.CustomObjectScope:
     """Returns tfmot's scope for loading models that hold pruning wrappers.
 
-    `PruneLowMagnitude`, `PrunedModel` and the schedules are registered
-    Keras serializables, so `keras.models.load_model` and
-    `keras.models.model_from_config` find them without any scope; this
-    scope exists so that tfmot code that uses it runs unchanged.
+    The library's classes are registered Keras serializables, which
+    `keras.models.load_model` finds without any scope: this scope only lets
+    tfmot code that uses it run unchanged.
 
     Returns:
         A `keras.saving.CustomObjectScope` naming the library's classes.
@@ -301,13 +293,7 @@ class _Chooser:
         self.seen_names: set[str] = set()
 
     def __call__(self, layer: keras.layers.Layer) -> keras.layers.Layer:
-        """Returns the pruned (or plain) copy of one source layer.
-
-        A plain nested model is rebuilt layer by layer; any other layer
-        (a KerasHub block or backbone, a custom layer or model) is copied
-        whole from its own config and, when it holds weights to prune,
-        wrapped whole: its sublayers are pruned in place.
-        """
+        """Returns the pruned (or plain) copy of one source layer."""
         if isinstance(layer, PruneLowMagnitude):
             self._check_pruned_alike(layer)
             return _copy_layer(layer)
@@ -316,35 +302,32 @@ class _Chooser:
         self.seen_names.add(layer.name)
         if _is_graph(layer) and (layer.trainable_weights or not layer.built):
             return _clone(layer, self)
-        if not layer.built:
-            # In an unbuilt Sequential: chosen by class; the wrapper checks
-            # its weight choice when the model is built.
-            if not prunable.prunes_by_default(layer):
-                return _copy_layer(layer)
-            settings = self.choice.settings_for(layer)
-            return (
-                _copy_layer(layer)
-                if settings is None
-                else _wrap(settings, _copy_layer(layer))
-            )
-        if not layer.trainable_weights:
-            return _copy_layer(layer)
-        settings = self.choice.settings_for(layer)
+        # An unbuilt layer (in an unbuilt Sequential) is chosen by class; the
+        # wrapper checks its weight choice when the model is built.
+        if layer.built:
+            has_candidates = bool(layer.trainable_weights)
+        else:
+            has_candidates = prunable.prunes_by_default(layer)
+        settings = self.choice.settings_for(layer) if has_candidates else None
         if settings is None:
             return _copy_layer(layer)
-        found = prunable.inventory(layer)
-        unknown = [
-            weight
-            for weight in found.unknown
-            if not any(
-                re.search(p, f"{layer.name}/{weight.path}")
-                for p in settings.exclude
-            )
-        ]
-        if unknown:
-            self._unsupported(layer, unknown)
-        if not settings.chooses(layer, found.candidates):
-            return _copy_layer(layer)
+        if layer.built:
+            found = prunable.inventory(layer)
+            unknown = [
+                weight
+                for weight in found.unknown
+                if not any(
+                    re.search(p, f"{layer.name}/{weight.path}")
+                    for p in settings.exclude
+                )
+            ]
+            if unknown:
+                message = unsupported_message(layer, unknown)
+                if self.unsupported == "raise":
+                    raise ValueError(message)
+                warnings.warn(f"Not pruned: {message}", stacklevel=3)
+            if not settings.chooses(layer, found.candidates):
+                return _copy_layer(layer)
         return _wrap(settings, _copy_layer(layer))
 
     def _check_pruned_alike(self, wrapper: PruneLowMagnitude) -> None:
@@ -366,14 +349,6 @@ class _Chooser:
                 f"Received: {'; '.join(differences)}"
             )
 
-    def _unsupported(
-        self, layer: keras.layers.Layer, unknown: list[prunable.UnknownWeight]
-    ) -> None:
-        message = unsupported_message(layer, unknown)
-        if self.unsupported == "raise":
-            raise ValueError(message)
-        warnings.warn(f"Not pruned: {message}", stacklevel=4)
-
 
 def _is_graph(layer: keras.layers.Layer) -> bool:
     """Whether `layer` is a plain Sequential or Functional model, which is
@@ -383,7 +358,8 @@ def _is_graph(layer: keras.layers.Layer) -> bool:
 
 
 def _check_built(model: keras.Model) -> None:
-    if not model.built:
+    # An unbuilt Sequential is cloned unbuilt, and built on first call.
+    if type(model) is not keras.Sequential and not model.built:
         raise ValueError(
             f"Model {model.name!r} is not built: build it (or call it on data) "
             "before pruning. Received: built=False"
@@ -395,18 +371,11 @@ def _prune_model(model: keras.Model, chooser: _Chooser) -> keras.Model:
         # Pruned whole already: kept as it is when pruned alike.
         chooser._check_pruned_alike(model.pruned)
         return model
-    if type(model) is not keras.Sequential:
-        # An unbuilt Sequential is cloned unbuilt, and built on first call.
-        _check_built(model)
-    if _is_graph(model):
-        pruned = _clone(model, chooser)
-    else:
-        wrapped = chooser(model)
-        if isinstance(wrapped, PruneLowMagnitude):
-            wrapped.build()  # Its inner model is built: add the masks.
-            pruned = PrunedModel(wrapped, name=model.name)
-        else:
-            pruned = wrapped
+    _check_built(model)
+    pruned = _clone(model, chooser) if _is_graph(model) else chooser(model)
+    if isinstance(pruned, PruneLowMagnitude):  # The model is wrapped whole.
+        pruned.build()  # Its inner model is built: add the masks.
+        pruned = PrunedModel(pruned, name=model.name)
     missing = sorted(set(chooser.choice.by_name) - chooser.seen_names)
     if missing:
         raise ValueError(
@@ -429,12 +398,8 @@ def _prune_model(model: keras.Model, chooser: _Chooser) -> keras.Model:
 
 
 def _clone(model: keras.Model, clone_function) -> keras.Model:
-    """Clones `model` with `clone_function`, without its compile config.
-
-    `clone_model` compiles the clone like a compiled source, which gives it
-    an optimizer whose state a saved file would carry. The clone is left
-    uncompiled: compile it to train or evaluate.
-    """
+    """Clones `model` with `clone_function`, left uncompiled (`clone_model`
+    would give it the source's optimizer, whose state a save would carry)."""
     inputs = None
     if type(model) is not keras.Sequential:
         # Keras names the clone's inputs after the input tensors
@@ -454,40 +419,19 @@ def _clone(model: keras.Model, clone_function) -> keras.Model:
         )
 
 
-def _copy_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """Returns a built copy of `layer` holding the same weight values.
+def _copy_layer(
+    layer: keras.layers.Layer, values: list[Any] | None = None
+) -> keras.layers.Layer:
+    """Returns a copy of `layer` recreated as `.keras` loading does, built
+    from its build config and holding `values` (default: its weights).
 
     An operation of a Functional graph that is not a layer (`x + y`) holds
     no state and is returned as it is.
     """
     if not isinstance(layer, keras.layers.Layer):
         return layer
-    copy = _from_own_config(layer)
-    if layer.built:
-        _build_like(copy, layer)
-        copy.set_weights(layer.get_weights())
-    return copy
-
-
-def _build_like(copy: keras.layers.Layer, layer: keras.layers.Layer) -> None:
-    """Builds `copy` from `layer`'s build config, as `.keras` loading does
-    (which marks it built: a subclassed model built by a symbolic run of
-    its `call` is not marked otherwise)."""
-    build_config = layer.get_build_config()
-    if build_config:
-        copy.build_from_config(build_config)
-        copy.built = True
-
-
-def _from_own_config(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """Returns `layer.__class__.from_config(layer.get_config())`.
-
-    This is how `.keras` files recreate a layer, so a model that saves can
-    be copied; a class whose config does not recreate it gets an error
-    naming it instead of one from inside the class.
-    """
     try:
-        return layer.__class__.from_config(layer.get_config())
+        copy = layer.__class__.from_config(layer.get_config())
     except (NotImplementedError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(
             f"Layer {layer.name!r} of class {layer.__class__.__name__} cannot "
@@ -498,38 +442,40 @@ def _from_own_config(layer: keras.layers.Layer) -> keras.layers.Layer:
             "class whose config recreates it. "
             f"Received: layer={layer.__class__.__name__}"
         ) from e
+    if layer.built:
+        build_config = layer.get_build_config()
+        if build_config:
+            copy.build_from_config(build_config)
+            # Marked built: a subclassed model built by a symbolic run of
+            # its `call` is not marked otherwise.
+            copy.built = True
+        copy.set_weights(layer.get_weights() if values is None else values)
+    return copy
 
 
 def _stripped_copy(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
     """Returns a copy of the wrapped layer with masks folded into weights."""
-    inner = wrapper.layer
     if not wrapper.built:
-        return _copy_layer(inner)  # No weights yet, nothing to fold in.
+        return _copy_layer(wrapper.layer)  # No weights: nothing to fold in.
     masks = {id(e.weight): e.mask for e in wrapper.pruned_weights}
     values = [
         keras.ops.convert_to_numpy(
             zero_pruned(w, masks[id(w)]) if id(w) in masks else w
         )
-        for w in inner.weights
+        for w in wrapper.layer.weights
     ]
-    copy = _from_own_config(inner)
-    _build_like(copy, inner)
-    copy.set_weights(values)
-    return copy
+    return _copy_layer(wrapper.layer, values)
 
 
 def _strip_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    if isinstance(layer, PruneLowMagnitude):
-        return _stripped_copy(layer)
-    if accessors.pruned_layers(layer):
-        stripped = _strip_nested(layer)
-        if stripped is not None:
-            return stripped
-    return _copy_layer(layer)
+    stripped = _strip_nested(layer) if accessors.pruned_layers(layer) else None
+    return _copy_layer(layer) if stripped is None else stripped
 
 
 def _strip_nested(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-    """Strips a model or layer that holds wrappers, or returns `None`."""
+    """Strips a layer that is or holds wrappers, or returns `None`."""
+    if isinstance(layer, PruneLowMagnitude):
+        return _stripped_copy(layer)
     if isinstance(layer, PrunedModel):
         return _stripped_copy(layer.pruned)
     if _is_graph(layer):

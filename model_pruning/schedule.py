@@ -5,6 +5,18 @@ last_update_step)` are the whole schedule. `PolynomialDecay` and
 `ConstantSparsity` keep tfmot's names and arguments; each is a thin,
 serializable way to write a `PruningHParams`, so there is one representation
 of a schedule inside the library.
+
+The target sparsity is contrib's continuous eq. (1) of Zhu & Gupta (2017):
+
+```
+p = clip((step - begin) / (end - begin), 0, 1)
+s = final + (initial - final) * (1 - p) ** exponent
+```
+
+with the hparams' `sparsity_function_begin_step`, `sparsity_function_end_step`,
+`initial_sparsity`, `target_sparsity` and `sparsity_function_exponent`
+(`PolynomialDecay`'s `begin_step`, `end_step`, `initial_sparsity`,
+`final_sparsity` and `power`).
 """
 
 from typing import Any
@@ -17,15 +29,7 @@ from model_pruning.hparams import PruningHParams
 
 
 def target_sparsity(hparams: PruningHParams, step: Any) -> tf.Tensor:
-    """Returns the target sparsity at `step` (contrib's continuous eq. (1)).
-
-    ```
-    p = clip((step - sparsity_function_begin_step)
-             / (sparsity_function_end_step - sparsity_function_begin_step),
-             0, 1)
-    s = target_sparsity
-        + (initial_sparsity - target_sparsity) * (1 - p) ** exponent
-    ```
+    """Returns the target sparsity at `step`: eq. (1) (module docstring).
 
     Args:
         hparams: The `PruningHParams` that define the schedule.
@@ -76,8 +80,7 @@ def update_is_due(
 ) -> bool:
     """`should_update_masks` on Python integers, with no TensorFlow op.
 
-    The same rule, evaluated in Python: callbacks use it to skip calling the
-    compiled update on the steps where nothing is due.
+    Callbacks use it to skip the compiled update on steps where none is due.
     """
     return _update_rule(
         hparams,
@@ -136,12 +139,10 @@ def _update_rule(hparams: PruningHParams, step, last, both, either):
 class PruningSchedule:
     """Base class of the tfmot-style schedules.
 
-    A schedule is a thin shell over `PruningHParams`: `to_hparams()` returns
-    the one internal representation, `sparsity(step)` and
-    `should_prune(step, last_update_step)` evaluate the pure schedule
-    functions, and `get_config()` / `from_config()` mirror each other.
-    Calling it, `schedule(step)`, gives tfmot's `(should_prune, sparsity)`
-    pair.
+    A thin shell over `PruningHParams` (`to_hparams()`): `sparsity(step)` and
+    `should_prune(step, last_update_step)` evaluate the pure functions,
+    `get_config()` / `from_config()` mirror each other, and `schedule(step)`
+    gives tfmot's `(should_prune, sparsity)` pair.
     """
 
     def to_hparams(self) -> PruningHParams:
@@ -153,9 +154,7 @@ class PruningSchedule:
     def __call__(self, step: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns `(should_prune, sparsity)` at `step`, as tfmot's do.
 
-        `should_prune` is the masks' update rule for a run that reached
-        `step` one step at a time (see `due_at`); `sparsity` is the target
-        at `step`.
+        `should_prune` assumes a run that took every step (see `due_at`).
 
         Args:
             step: The global step, a Python int or an integer scalar tensor.
@@ -175,10 +174,8 @@ class PruningSchedule:
         return should_update_masks(self.to_hparams(), step, last_update_step)
 
     def get_config(self) -> dict[str, Any]:
-        """Returns tfmot's form: `{"class_name": ..., "config": {...}}`.
-
-        The inner dict holds the constructor arguments.
-        """
+        """Returns tfmot's form: `{"class_name": ..., "config": {...}}`, the
+        inner dict holding the constructor arguments."""
         return {
             "class_name": self.__class__.__name__,
             "config": self._arguments(),
@@ -221,13 +218,9 @@ class PruningSchedule:
 
 @keras.saving.register_keras_serializable(package="model_pruning")
 class PolynomialDecay(PruningSchedule):
-    """Sparsity rising from `initial_sparsity` to `final_sparsity` (eq. (1)).
+    """Sparsity rising from `initial_sparsity` to `final_sparsity`.
 
-    ```
-    p = clip((step - begin_step) / (end_step - begin_step), 0, 1)
-    s = final_sparsity + (initial_sparsity - final_sparsity) * (1 - p) ** power
-    ```
-
+    The sparsity follows eq. (1) (module docstring) with exponent `power`.
     Masks update every `frequency` steps from `begin_step` to `end_step`, and
     once more at the first step at or after `end_step` if an update did not
     fall on it.
@@ -354,35 +347,26 @@ class ConstantSparsity(PruningSchedule):
 
 
 def _check_schedule_args(config: dict[str, Any]) -> None:
-    """Raises a `ValueError` naming the tfmot argument that is out of range.
-
-    The one check of a schedule's arguments: what passes it makes valid
-    `PruningHParams` (which check themselves for contrib's callers).
-    """
+    """Raises a `ValueError` naming the tfmot argument that is out of range;
+    what passes makes valid `PruningHParams`."""
     for name in ("initial_sparsity", "final_sparsity", "target_sparsity"):
-        if name in config:
-            value = config[name]
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ValueError(
-                    f"`{name}` must be a number in [0, 1). "
-                    f"Received: {name}={value!r}"
-                )
+        value = config.get(name, 0.0)
+        if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(
+                f"`{name}` must be a number in [0, 1). "
+                f"Received: {name}={value!r}"
+            )
     for name in ("begin_step", "end_step", "frequency"):
         value = config[name]
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(
                 f"`{name}` must be an integer. Received: {name}={value!r}"
             )
-    if config["begin_step"] < 0:
-        raise ValueError(
-            "`begin_step` must be >= 0. "
-            f"Received: begin_step={config['begin_step']}"
-        )
-    if config["frequency"] < 1:
-        raise ValueError(
-            "`frequency` must be >= 1. "
-            f"Received: frequency={config['frequency']}"
-        )
+    for name, lowest in (("begin_step", 0), ("frequency", 1)):
+        if config[name] < lowest:
+            raise ValueError(
+                f"`{name}` must be >= {lowest}. Received: {name}={config[name]}"
+            )
     end = config["end_step"]
     if end != NO_END_STEP and end < config["begin_step"] or end < NO_END_STEP:
         raise ValueError(
