@@ -23,6 +23,7 @@ from model_pruning.accessors import get_weight_sparsity
 from model_pruning.accessors import get_weights
 from model_pruning.accessors import pruned_layers
 from model_pruning.accessors import pruned_weights
+from model_pruning.backends import UnsupportedBackendError
 from model_pruning.callbacks import PruningSummaries
 from model_pruning.callbacks import UpdatePruningStep
 from model_pruning.checkpoint import AtomicModelCheckpoint
@@ -79,6 +80,7 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "UnsupportedBackendError",
     "UpdatePruningStep",
     "export_saved_model",
     "export_tflite",

@@ -20,6 +20,7 @@ from model_pruning import containers
 from model_pruning import prunable
 from model_pruning._compat import node_making
 from model_pruning.arguments import resolve_hparams
+from model_pruning.backends import check_backend
 from model_pruning.choice import LayerChoice
 from model_pruning.choice import LayerSettings
 from model_pruning.choice import check_pattern_pair
@@ -139,6 +140,7 @@ def prune_low_magnitude(
     )
     ```
     """
+    check_backend("prune_low_magnitude")
     settings = LayerSettings(
         hparams=resolve_hparams(
             pruning_schedule,

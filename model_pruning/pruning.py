@@ -15,6 +15,7 @@ import tensorflow as tf
 from model_pruning import accessors
 from model_pruning import mask_update
 from model_pruning import schedule
+from model_pruning.backends import check_backend
 from model_pruning.hparams import PruningHParams
 from model_pruning.wrapper import PruneLowMagnitude
 
@@ -79,6 +80,7 @@ class Pruning:
         xla: bool = False,
         updates_masks: bool = True,
     ):
+        check_backend("Pruning")
         layers = accessors.pruned_layers(model)
         if not layers:
             raise ValueError(

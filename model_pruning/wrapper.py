@@ -21,6 +21,7 @@ from model_pruning import choice
 from model_pruning import prunable
 from model_pruning._compat import set_call_signature
 from model_pruning.arguments import resolve_hparams
+from model_pruning.backends import check_backend
 from model_pruning.hparams import PruningHParams
 from model_pruning.schedule import PruningSchedule
 from model_pruning.schedule import schedule_from_hparams
@@ -183,6 +184,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         mask_dtype: str | None = None,
         **kwargs,
     ):
+        check_backend("PruneLowMagnitude")
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(
                 f"Layer {layer.name!r} is already wrapped for pruning. "

@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from model_pruning.backends import check_backend
 from model_pruning.contrib.python import registry
 from model_pruning.contrib.python.registry import MASK_COLLECTION
 from model_pruning.contrib.python.registry import MASKED_WEIGHT_COLLECTION
@@ -49,6 +50,10 @@ class _MaskedKernelMixin:
 
     _kernel_name = "kernel"
     _bias_name = "bias"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_backend(type(self).__name__)
+        super().__init__(*args, **kwargs)
 
     # Keras' Dense and Conv save only kernel and bias (their quantization
     # layouts); the masked layers save every variable, mask included.
