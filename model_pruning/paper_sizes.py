@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from model_pruning.sparse_formats import bitmask_index_bytes
+from model_pruning.sparse_formats import check_count
 from model_pruning.sparse_formats import csrc_index_bytes
 
 BYTES_PER_MB = 10**6
@@ -113,7 +114,7 @@ def _index_bytes(
 ) -> tuple[int, int]:
     """Returns the ideal `(bitmask, csr)` index bytes, checking counts."""
     bitmask = bitmask_index_bytes(num_elements)
-    csr = csrc_index_bytes(nnz, index_bits)
+    csr = csrc_index_bytes(check_count(nnz, "nnz"), index_bits)
     if nnz > num_elements:
         raise ValueError(
             "`nnz` cannot exceed `num_elements`. "

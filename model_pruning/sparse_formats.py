@@ -281,7 +281,7 @@ def decode_csrc(encoding: CsrcEncoding) -> np.ndarray:
     """
     _check_type(encoding, CsrcEncoding, "encoding")
     index_bits = check_index_bits(encoding.index_bits)
-    num_entries = _check_count(encoding.num_entries, "num_entries")
+    num_entries = check_count(encoding.num_entries, "num_entries")
     _check_length(
         encoding.zero_counts,
         _ceil_div(num_entries * index_bits, 8),
@@ -471,7 +471,7 @@ def bitmask_index_bytes(num_elements: int) -> int:
         TypeError: If `num_elements` is not an integer.
         ValueError: If it is negative.
     """
-    return _ceil_div(_check_count(num_elements, "num_elements"), 8)
+    return _ceil_div(check_count(num_elements, "num_elements"), 8)
 
 
 def csrc_index_bytes(num_nonzeros: int, index_bits: int = 4) -> int:
@@ -496,7 +496,7 @@ def csrc_index_bytes(num_nonzeros: int, index_bits: int = 4) -> int:
         ValueError: If it is negative or `index_bits` is not 4 or 5.
     """
     index_bits = check_index_bits(index_bits)
-    count = _check_count(num_nonzeros, "num_nonzeros")
+    count = check_count(num_nonzeros, "num_nonzeros")
     return _ceil_div(count * index_bits, 8)
 
 
@@ -569,7 +569,9 @@ def check_index_bits(index_bits: Any) -> int:
     return int(index_bits)
 
 
-def _check_count(value: Any, name: str) -> int:
+def check_count(value: Any, name: str) -> int:
+    """Returns `value` as an int; raises naming `name` unless it is a
+    non-negative integer (`TypeError` for a non-integer)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, (int, np.integer)
     ):

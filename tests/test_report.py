@@ -118,6 +118,8 @@ def test_sparse_model_mb_is_values_plus_smaller_overhead():
     "kwargs, error, match",
     [
         ({"num_elements": 10, "nnz": 11}, ValueError, "nnz"),
+        ({"num_elements": 10, "nnz": -1}, ValueError, r"Received: nnz=-1"),
+        ({"num_elements": 10, "nnz": 1.0}, TypeError, r"Received: nnz=1.0"),
         ({"num_elements": -1, "nnz": 0}, ValueError, "num_elements"),
         ({"num_elements": 10.0, "nnz": 1}, TypeError, "num_elements"),
         ({"num_elements": 10, "nnz": 1, "index_bits": 3}, ValueError, "index"),
