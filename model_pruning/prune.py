@@ -70,13 +70,13 @@ def prune_low_magnitude(
     EinsumDense, convolutions and attention projections, token embeddings,
     recurrent kernels; see `prunable.inventory`), changed by `include` /
     `exclude` regexes on weight names `<layer>/<path>` (e.g.
-    `"dense_1/kernel"`, `"bert_backbone/transformer_layer_0/
-    self_attention_layer/query/kernel"`), then by `policy` and `layer_args`
-    per top-level layer. Biases, normalization scales, `LayerScale` gammas,
-    class tokens and other vectors are never pruned; position embeddings
-    only when `include` names them. A trainable weight that nothing knows
-    how to prune raises, unless `unsupported="warn"` (skip it with a
-    warning) or `include`, `exclude` or `policy` leave it out.
+    `"dense_1/kernel"`, `"mha/query/kernel"`), then by `policy` and
+    `layer_args` per top-level layer. Biases, normalization scales,
+    `LayerScale` gammas, class tokens and other vectors are never pruned;
+    position embeddings only when `include` names them. A trainable weight
+    that nothing knows how to prune raises, unless `unsupported="warn"`
+    (skip it with a warning) or `include`, `exclude` or `policy` leave it
+    out.
 
     The schedule is given tfmot's way (`pruning_schedule`, `block_size`,
     `block_pooling_type`, `sparsity_m_by_n`, `pruning_scheme`) or contrib's

@@ -218,9 +218,13 @@ class PruningSchedule:
 
 @keras.saving.register_keras_serializable(package="model_pruning")
 class PolynomialDecay(PruningSchedule):
-    """Sparsity rising from `initial_sparsity` to `final_sparsity`.
+    """Sparsity rising from `initial_sparsity` to `final_sparsity` (eq. (1)).
 
-    The sparsity follows eq. (1) (module docstring) with exponent `power`.
+    ```
+    p = clip((step - begin_step) / (end_step - begin_step), 0, 1)
+    s = final_sparsity + (initial_sparsity - final_sparsity) * (1 - p) ** power
+    ```
+
     Masks update every `frequency` steps from `begin_step` to `end_step`, and
     once more at the first step at or after `end_step` if an update did not
     fall on it.

@@ -126,8 +126,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     then adds no masks and passes calls through.
 
     Training the layer (`training=True`) before a `Pruning` object or
-    `UpdatePruningStep` callback manages it raises `NoMaskUpdaterError`, so
-    a forgotten callback cannot silently leave a model unpruned.
+    `UpdatePruningStep` callback manages it raises `NoMaskUpdaterError` (a
+    `ValueError`, and tfmot's `tf.errors.InvalidArgumentError`), so a
+    forgotten callback cannot silently leave a model unpruned.
 
     The schedule is given tfmot's way (`pruning_schedule`, `block_size`,
     `block_pooling_type`, `sparsity_m_by_n`) or contrib's way (`hparams`);
