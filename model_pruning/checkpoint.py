@@ -120,18 +120,15 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         filepath = os.fspath(filepath)
-        extensions = (
-            (".weights.h5",) if save_weights_only else (".keras", ".h5")
-        )
-        if not filepath.endswith(extensions):
+        if save_weights_only and not filepath.endswith(".weights.h5"):
             raise ValueError(
-                f"`filepath` must end in `{extensions[0]}`"
-                + (
-                    " with `save_weights_only=True`"
-                    if save_weights_only
-                    else ""
-                )
-                + f". Received: filepath={filepath}"
+                "`filepath` must end in `.weights.h5` with "
+                f"`save_weights_only=True`. Received: filepath={filepath}"
+            )
+        if not save_weights_only and not filepath.endswith((".keras", ".h5")):
+            raise ValueError(
+                "`filepath` must end in `.keras` (or `.h5`). "
+                f"Received: filepath={filepath}"
             )
         if mode not in ("auto", "min", "max"):
             raise ValueError(

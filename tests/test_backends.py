@@ -56,6 +56,10 @@ _CHILD = textwrap.dedent(
     else:
         results["load_model"] = None
     results["unchanged"] = before == [v.path for v in model.variables]
+    # What needs no pruning variables works on any backend.
+    results["report_size"] = mp.sparsity_report(model).total.size
+    schedule = mp.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=10)
+    results["schedule_sparsity"] = float(schedule(5)[1])
     print("RESULTS " + json.dumps(results))
     """
 )
@@ -112,6 +116,8 @@ def test_every_entry_point_refuses_another_backend(backend, tmp_path):
     assert child.returncode == 0 and lines, child.stdout + child.stderr
     results = json.loads(lines[0].removeprefix("RESULTS "))
     assert results.pop("unchanged") is True
+    assert results.pop("report_size") == 4 * 3 + 3
+    assert results.pop("schedule_sparsity") == pytest.approx(0.4375)
     loaded = results.pop("load_model")
     assert loaded is not None and "PruneLowMagnitude" in loaded
     assert "TensorFlow backend only" in loaded
