@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,examples,hub,litert]"
+	$(BIN)/python -m pip install -q -e ".[dev,examples,hub,litert,jax,torch]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -109,3 +109,25 @@ def copy_build_shapes(source: keras.layers.Layer, copy: Any) -> None:
     """Gives `copy` the build shapes of `source`, which a `.keras` file
     stores (`Layer._build_shapes_dict`, Keras 3.15)."""
     copy._build_shapes_dict = source._build_shapes_dict
+
+
+def in_stateless_scope() -> bool:
+    """Whether a `keras.StatelessScope` is active: JAX's `fit` steps, any
+    backend's `stateless_call` (`keras.src.backend.in_stateless_scope`,
+    Keras 3.15)."""
+    from keras.src.backend import in_stateless_scope as active
+
+    return active()
+
+
+def stateless_value(variable: Any) -> tuple[bool, Any]:
+    """`(in_scope, value)`: whether a `keras.StatelessScope` is active, and
+    the value it maps `variable` to (`None` when it maps none). JAX's
+    `optimizer.stateless_apply` maps only trainable and optimizer variables
+    (`keras.src.backend.get_stateless_scope`, Keras 3.15)."""
+    from keras.src.backend import get_stateless_scope
+
+    scope = get_stateless_scope()
+    if scope is None:
+        return False, None
+    return True, scope.get_current_value(variable)

@@ -1,17 +1,25 @@
-"""Which Keras backends model_pruning runs on, and the error for the others.
+"""Which Keras backends model_pruning runs on, and what differs between them.
 
-The masks, their update and the export run on Keras' TensorFlow backend
-(`KERAS_BACKEND=tensorflow`, Keras' default). On JAX and PyTorch the
-wrapper's mask constraint and the `tf.function` update cannot reach the
-backend's weights (Keras' JAX trainer drops a variable's value during `fit`;
-its PyTorch trainer holds weights as torch tensors), so the entry points
-refuse other backends at once, before any layer is copied or any variable
-created, instead of failing deep inside `fit`.
+The core (`prune_low_magnitude`, `fit` with `UpdatePruningStep`,
+`Pruning`, `strip_pruning`, `.keras` files, the report) runs on Keras'
+TensorFlow, JAX and PyTorch backends. What is built on TensorFlow itself
+(contrib's graph-mode layers, SavedModel and LiteRT export,
+`strip_pruning_vars`) calls `check_backend` and raises
+`UnsupportedBackendError` on the others, before anything is changed.
+
+On TensorFlow a mask update may run inside a `tf.function` (graph-mode
+`tf.cond`); on JAX and PyTorch it runs eagerly between training steps, so
+its control flow is Python. `cond` and `wide_dtype` hide that difference.
 """
 
-import keras
+from collections.abc import Callable
+from typing import Any
 
-SUPPORTED_BACKENDS = ("tensorflow",)
+import keras
+from keras import ops
+
+SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
+TENSORFLOW_ONLY = ("tensorflow",)
 
 
 class UnsupportedBackendError(NotImplementedError):
@@ -19,22 +27,72 @@ class UnsupportedBackendError(NotImplementedError):
     not support (a `NotImplementedError`)."""
 
 
-def check_backend(entry_point: str) -> None:
+def check_backend(
+    entry_point: str, supported: tuple[str, ...] = SUPPORTED_BACKENDS
+) -> None:
     """Raises unless Keras runs on a backend `entry_point` supports.
 
     Args:
         entry_point: The name the message gives, such as
-            `"prune_low_magnitude"`.
+            `"export_tflite"`.
+        supported: The backends it runs on. Defaults to
+            `SUPPORTED_BACKENDS`.
 
     Raises:
         UnsupportedBackendError: If `keras.backend.backend()` is not one of
-            `SUPPORTED_BACKENDS`.
+            `supported`.
     """
     backend = keras.backend.backend()
-    if backend not in SUPPORTED_BACKENDS:
+    if backend not in supported:
         raise UnsupportedBackendError(
-            f"model_pruning's `{entry_point}` runs on Keras' TensorFlow "
-            "backend only; JAX and PyTorch are not supported yet. Set "
-            "KERAS_BACKEND=tensorflow before Keras is imported. Received: "
+            f"model_pruning's `{entry_point}` runs on the Keras "
+            f"backend{'s' if len(supported) > 1 else ''} "
+            f"{', '.join(supported)} only. Set KERAS_BACKEND={supported[0]} "
+            "before Keras is imported. Received: "
             f"keras.backend.backend()={backend!r}"
         )
+
+
+def is_tensorflow() -> bool:
+    """Whether Keras runs on TensorFlow (mask updates may be in a graph)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def wide_dtype(kind: str) -> str:
+    """`"int64"` or `"float64"` for `kind` `"int"` or `"float"`, except on
+    JAX without `jax_enable_x64`, which has no 64-bit types (32 instead)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return f"{kind}32"
+    return f"{kind}64"
+
+
+def cond(predicate: Any, update: Callable[[], None]) -> Any:
+    """Runs `update()` when `predicate` holds; returns the predicate.
+
+    On TensorFlow a `tf.cond` (so it also works inside a `tf.function`);
+    on the other backends, which update eagerly, a Python `if`.
+    """
+    if is_tensorflow():
+        import tensorflow as tf
+
+        def run() -> Any:
+            update()
+            return tf.constant(True)
+
+        return tf.cond(
+            ops.convert_to_tensor(predicate), run, lambda: tf.constant(False)
+        )
+    taken = bool(ops.convert_to_numpy(predicate))
+    if taken:
+        update()
+    return taken
+
+
+def is_sharded(value: Any) -> bool:
+    """Whether `value` is a JAX array laid out over several devices (Keras'
+    distribution API), which the host fast paths must not gather."""
+    sharding = getattr(value, "sharding", None)
+    return sharding is not None and len(sharding.device_set) > 1

@@ -4,7 +4,7 @@ import os
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from model_pruning.pruning import Pruning
 
@@ -23,10 +23,17 @@ class UpdatePruningStep(keras.callbacks.Callback):
     and a fit resumed from it makes that update first: resumed and
     uninterrupted runs agree exactly.
 
+    The step is counted in Python (the optimizer's `iterations` read at
+    each epoch's start, plus `batch`), so steps with no update due touch no
+    model state: on JAX, whose `fit` holds the state outside the variables
+    mid-epoch, the callback reaches the model (`self.model`, which syncs it
+    back) only when an update is due.
+
     In a custom training loop, tfmot's recipe works as it is:
     `set_model(model)` (with `model.optimizer` set), `on_train_begin()`,
     then `on_train_batch_begin(batch=-1)` before each step and
-    `on_epoch_end(batch=-1)` after each epoch.
+    `on_epoch_end(batch=-1)` after each epoch; the step is then read from
+    the optimizer's `iterations` at each call.
 
     Raises:
         ValueError: At the start of `fit` if the model has no pruned layers.
@@ -35,20 +42,33 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self._pruning: Pruning | None = None
+        self._epoch_start: int | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._pruning = _pruning_for(self.model, self._pruning)
         self._pruning.refresh()  # The model may have been loaded or updated.
+        self._epoch_start = None
         # From here on the optimizer's constraint keeps the weights masked.
         for layer in self._pruning.layers:
             layer.apply_masks()
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        # `fit` holds the model's state in its variables here, on JAX too.
+        iterations = self.model.optimizer.iterations
+        self._epoch_start = int(ops.convert_to_numpy(iterations))
+
     def on_train_batch_begin(
         self, batch: int, logs: dict | None = None
     ) -> None:
-        # The rule in Python first: steps with nothing due cost one read.
-        if self._pruning.any_update_due():
-            self._pruning.conditional_mask_update_op()
+        # `batch` is the execution's first step, so this is the step the
+        # optimizer has taken, with `steps_per_execution` too.
+        step = None
+        if batch >= 0 and self._epoch_start is not None:
+            step = self._epoch_start + batch
+        # The rule in Python first: steps with nothing due read nothing.
+        if self._pruning.any_update_due(step):
+            _ = self.model  # On JAX, puts fit's state back in the variables.
+            self._pruning.conditional_mask_update_op(step)
 
     def on_epoch_end(
         self,
@@ -75,7 +95,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._pruning.conditional_mask_update_op()
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        _ = self.model  # On JAX, puts fit's state back in the variables.
         self._pruning.conditional_mask_update_op()
+        self._epoch_start = None
 
 
 class PruningSummaries(keras.callbacks.Callback):
@@ -155,6 +177,8 @@ class PruningSummaries(keras.callbacks.Callback):
             self.model, self._pruning, updates_masks=False
         )
         if self._writer is None:
+            import tensorflow as tf  # tf.summary, on any Keras backend
+
             self._writer = tf.summary.create_file_writer(
                 os.path.join(self.log_dir, "metrics")
             )

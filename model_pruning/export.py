@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from model_pruning import accessors
 from model_pruning import litert
+from model_pruning.backends import TENSORFLOW_ONLY
 from model_pruning.backends import check_backend
 from model_pruning.prune import strip_pruning
 
@@ -48,7 +49,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike) -> int:
     predictions = served.serve(x)
     ```
     """
-    check_backend("export_saved_model")
+    check_backend("export_saved_model", TENSORFLOW_ONLY)
     model = _stripped(model)
     model.export(str(path), format="tf_saved_model", verbose=False)
     return _directory_size(str(path))
@@ -117,7 +118,7 @@ def export_tflite(
     print(inspect_tflite("/tmp/pruned.tflite", pruned))
     ```
     """
-    check_backend("export_tflite")
+    check_backend("export_tflite", TENSORFLOW_ONLY)
     for name, value in (("sparse", sparse), ("select_tf_ops", select_tf_ops)):
         if not isinstance(value, bool):
             raise ValueError(

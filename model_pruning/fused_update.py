@@ -39,13 +39,16 @@ import functools
 import math
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
+from model_pruning import backends
 from model_pruning import selection
 
-FUSED_DTYPES = (tf.float32, tf.float64)
-FUSED_MASK_DTYPES = (*FUSED_DTYPES, tf.uint8)
+FUSED_DTYPES = ("float32", "float64")
+FUSED_MASK_DTYPES = (*FUSED_DTYPES, "uint8")
 # Below this many entries the assigns run as TF ops: there XLA's call costs
 # more than the passes it saves (measured: 1M entries, 4.8 ms with TF ops
 # against 7.9 ms with XLA; 10M, 24 against 22; 37M, 82 against 66), and
@@ -54,8 +57,8 @@ _XLA_MIN_SIZE = 1 << 22
 
 
 def kth_largest_magnitude(
-    weights: list[tf.Tensor], masks: list[tf.Tensor], k: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+    weights: list[Any], masks: list[Any], k: Any
+) -> tuple[Any, Any]:
     """The k-th largest masked magnitude of `weights`, and finiteness.
 
     Args:
@@ -69,6 +72,16 @@ def kth_largest_magnitude(
         all entries (a scalar of the weights' dtype; unspecified when not
         finite), and whether every kept entry is finite.
     """
+    if not backends.is_tensorflow():  # Eager: NumPy on the host copies.
+        kth, finite = _select(
+            max(int(ops.convert_to_numpy(k)), 1),
+            *map(ops.convert_to_numpy, [*weights, *masks]),
+        )
+        if not int(ops.convert_to_numpy(k)):
+            kth = np.nextafter(kth, np.asarray(np.inf, kth.dtype))
+        return ops.convert_to_tensor(kth), bool(finite)
+    weights = [tf.convert_to_tensor(w) for w in weights]
+    masks = [tf.convert_to_tensor(m) for m in masks]
     dtype = weights[0].dtype
     k = tf.cast(k, tf.int64)
     kth, finite = tf.numpy_function(
@@ -87,7 +100,7 @@ def kth_largest_magnitude(
 def assign_at_threshold(
     weights: list[Any],
     masks: list[Any],
-    threshold: tf.Tensor,
+    threshold: Any,
     mask_weight: bool = True,
 ) -> None:
     """Assigns each mask `where(|w| >= threshold, m, 0)` and each weight
@@ -107,6 +120,15 @@ def assign_at_threshold(
         threshold: A scalar (cast to each weight's dtype).
         mask_weight: Whether to assign the weights too. Defaults to `True`.
     """
+    if not backends.is_tensorflow():
+        for weight, mask in zip(weights, masks, strict=True):
+            new_mask, new_weight = _masked_at_threshold()(
+                weight.value, mask.value, threshold
+            )
+            mask.assign(new_mask)
+            if mask_weight:
+                weight.assign(new_weight)
+        return
 
     def assign() -> tf.Tensor:
         for weight, mask in zip(weights, masks, strict=True):
@@ -126,6 +148,24 @@ def assign_at_threshold(
     else:
         # A new function object each trace (see `Pruning.__init__`).
         tf.function(functools.partial(assign), jit_compile=True)()
+
+
+def _new_mask_and_weight(weight: Any, mask: Any, threshold: Any):
+    """`(where(|w| >= threshold, m, 0), w * new_mask)` with `keras.ops`."""
+    kept = ops.abs(weight) >= ops.cast(threshold, weight.dtype)
+    new_mask = ops.where(kept, mask, ops.zeros((), mask.dtype))
+    return new_mask, weight * ops.cast(new_mask, weight.dtype)
+
+
+@functools.cache
+def _masked_at_threshold():
+    """`_new_mask_and_weight`, compiled into one loop on JAX (eager ops on
+    PyTorch)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(_new_mask_and_weight)
+    return _new_mask_and_weight
 
 
 def _distributed(variable: Any) -> bool:

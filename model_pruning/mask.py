@@ -11,9 +11,10 @@ float above the largest magnitude and the mask is all zeros.
 """
 
 import math
+from typing import Any
 from typing import NamedTuple
 
-import tensorflow as tf
+from keras import ops
 
 from model_pruning import selection
 
@@ -21,39 +22,43 @@ from model_pruning import selection
 class MaskUpdate(NamedTuple):
     """A new threshold and mask for one weight."""
 
-    threshold: tf.Tensor
-    mask: tf.Tensor
+    threshold: Any
+    mask: Any
 
 
-def zero_pruned(weight: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+def zero_pruned(weight: Any, mask: Any) -> Any:
     """Returns `weight` where `mask` is 1 and `+0.0` where it is 0.
 
     The same values as `weight * mask`, except that a masked negative weight
     becomes `+0.0` rather than `-0.0`, so masked entries are plain zeros in
     every saved or encoded form.
     """
-    return tf.where(tf.not_equal(mask, 0), weight, tf.zeros([], weight.dtype))
+    # JAX's `where` takes no Keras Variable.
+    weight, mask = ops.convert_to_tensor(weight), ops.convert_to_tensor(mask)
+    return ops.where(
+        ops.not_equal(mask, 0), weight, ops.zeros((), weight.dtype)
+    )
 
 
-def num_kept(size: int, sparsity: tf.Tensor) -> tf.Tensor:
+def num_kept(size: int, sparsity: Any) -> Any:
     """Returns `round_half_even(size * (1 - sparsity))` as an int32 tensor."""
-    kept = tf.round(tf.cast(size, tf.float32) * (1.0 - sparsity))
-    return tf.cast(kept, tf.int32)
+    kept = ops.round(ops.cast(size, "float32") * (1.0 - sparsity))
+    return ops.cast(kept, "int32")
 
 
 def decayed_threshold(
-    current: tf.Tensor, previous: tf.Tensor, threshold_decay: float
-) -> tf.Tensor:
+    current: Any, previous: Any, threshold_decay: float
+) -> Any:
     """`(1 - decay) * current + decay * previous`; `current` when decay is 0."""
     if not threshold_decay:
         return current
-    return (1.0 - threshold_decay) * current + threshold_decay * tf.cast(
+    return (1.0 - threshold_decay) * current + threshold_decay * ops.cast(
         previous, current.dtype
     )
 
 
 def is_elementwise(
-    shape: tf.TensorShape,
+    shape: Any,
     block_dims: tuple[int, int],
     input_axes: int | None = None,
 ) -> bool:
@@ -61,15 +66,15 @@ def is_elementwise(
     element: blocks of 1x1, or a weight it does not read as a matrix."""
     if tuple(block_dims) == (1, 1):
         return True
-    if input_axes is not None and shape.rank > 2:
+    if input_axes is not None and len(shape) > 2:
         return False
     return len([d for d in shape if d != 1]) != 2
 
 
 def magnitude_mask(
-    magnitudes: tf.Tensor,
-    sparsity: tf.Tensor,
-    previous_threshold: tf.Tensor,
+    magnitudes: Any,
+    sparsity: Any,
+    previous_threshold: Any,
     threshold_decay: float,
     xla: bool = False,
 ) -> MaskUpdate:
@@ -101,9 +106,9 @@ def magnitude_mask(
 
 
 def block_magnitude_mask(
-    magnitudes: tf.Tensor,
-    sparsity: tf.Tensor,
-    previous_threshold: tf.Tensor,
+    magnitudes: Any,
+    sparsity: Any,
+    previous_threshold: Any,
     threshold_decay: float,
     block_dims: tuple[int, int],
     pooling_function: str,
@@ -142,11 +147,11 @@ def block_magnitude_mask(
         return magnitude_mask(
             magnitudes, sparsity, previous_threshold, threshold_decay, xla
         )
-    if input_axes is not None and shape.rank > 2:
+    if input_axes is not None and len(shape) > 2:
         split = [math.prod(shape[:input_axes]), math.prod(shape[input_axes:])]
-        squeezed = tf.reshape(magnitudes, split)
+        squeezed = ops.reshape(magnitudes, split)
     else:
-        squeezed = tf.squeeze(magnitudes)
+        squeezed = ops.squeeze(magnitudes)
     rows, cols = squeezed.shape
     block = (
         rows if block_dims[0] == -1 else block_dims[0],
@@ -156,16 +161,16 @@ def block_magnitude_mask(
     update = magnitude_mask(
         pooled, sparsity, previous_threshold, threshold_decay, xla
     )
-    expanded = tf.repeat(
-        tf.repeat(update.mask, block[0], axis=0), block[1], axis=1
+    expanded = ops.repeat(
+        ops.repeat(update.mask, block[0], axis=0), block[1], axis=1
     )
-    mask = tf.reshape(expanded[:rows, :cols], tf.shape(magnitudes))
+    mask = ops.reshape(expanded[:rows, :cols], tuple(shape))
     return MaskUpdate(update.threshold, mask)
 
 
 def _pool_blocks(
-    values: tf.Tensor, block: tuple[int, int], pooling_function: str
-) -> tf.Tensor:
+    values: Any, block: tuple[int, int], pooling_function: str
+) -> Any:
     """Pools a rank-2 tensor over blocks tiled from its top-left corner.
 
     The input is padded at the bottom and right only, so block `(i, j)`
@@ -177,30 +182,32 @@ def _pool_blocks(
     rows, cols = values.shape
     pad = [[0, -rows % block[0]], [0, -cols % block[1]]]
 
-    def pool(x: tf.Tensor, kind: str) -> tf.Tensor:
-        return tf.nn.pool(
-            tf.pad(x, pad)[tf.newaxis, :, :, tf.newaxis],
-            window_shape=block,
-            pooling_type=kind,
+    def pool(x: Any, pooling: Any) -> Any:
+        image = ops.expand_dims(ops.expand_dims(ops.pad(x, pad), 0), -1)
+        pooled = pooling(
+            image,
+            block,
             strides=block,
-            padding="VALID",
-        )[0, :, :, 0]
+            padding="valid",
+            data_format="channels_last",
+        )
+        return pooled[0, :, :, 0]
 
     if pooling_function == "MAX":
         # Magnitudes are non-negative, so zero padding never wins a max.
-        return pool(values, "MAX")
-    block_sums = pool(values, "AVG")
-    valid_fraction = pool(tf.ones_like(values), "AVG")
+        return pool(values, ops.max_pool)
+    block_sums = pool(values, ops.average_pool)
+    valid_fraction = pool(ops.ones_like(values), ops.average_pool)
     return block_sums / valid_fraction
 
 
 def global_magnitude_masks(
-    magnitudes: list[tf.Tensor],
-    sparsity: tf.Tensor,
-    previous_threshold: tf.Tensor,
+    magnitudes: list[Any],
+    sparsity: Any,
+    previous_threshold: Any,
     threshold_decay: float,
     xla: bool = False,
-) -> tuple[tf.Tensor, list[tf.Tensor]]:
+) -> tuple[Any, list[Any]]:
     """One threshold across several tensors (global magnitude pruning).
 
     ```
@@ -222,18 +229,18 @@ def global_magnitude_masks(
     Returns:
         `(threshold, masks)`, one mask per tensor, of its dtype.
     """
-    total = sum(m.shape.num_elements() for m in magnitudes)
+    total = sum(math.prod(m.shape) for m in magnitudes)
     k = num_kept(total, sparsity)
     threshold = decayed_threshold(
         selection.kth_largest(magnitudes, k, xla=xla),
         previous_threshold,
         threshold_decay,
     )
-    masks = [tf.cast(m >= threshold, m.dtype) for m in magnitudes]
+    masks = [ops.cast(m >= threshold, m.dtype) for m in magnitudes]
     return threshold, masks
 
 
-def m_by_n_mask(magnitudes: tf.Tensor, zeros: int, group: int) -> tf.Tensor:
+def m_by_n_mask(magnitudes: Any, zeros: int, group: int) -> Any:
     """Keeps the `group - zeros` largest of every `group` weights (N:M).
 
     Groups are `group` consecutive entries along axis -2 (the input dimension
@@ -254,21 +261,23 @@ def m_by_n_mask(magnitudes: tf.Tensor, zeros: int, group: int) -> tf.Tensor:
     Raises:
         ValueError: If the rank is below 2.
     """
-    shape = magnitudes.shape
-    if shape.rank < 2:
+    shape = tuple(magnitudes.shape)
+    if len(shape) < 2:
         raise ValueError(
             "N:M sparsity needs a weight of rank >= 2 (groups run along "
-            f"axis -2). Received: shape={shape.as_list()}"
+            f"axis -2). Received: shape={list(shape)}"
         )
-    rank = shape.rank
+    rank = len(shape)
     # Move axis -2 last, pad it to whole groups, split it, pick per group.
     perm = list(range(rank - 2)) + [rank - 1, rank - 2]
-    moved = tf.transpose(magnitudes, perm)
+    moved = ops.transpose(magnitudes, perm)
     padding = -shape[-2] % group
-    padded = tf.pad(moved, [[0, 0]] * (rank - 1) + [[0, padding]])
+    padded = ops.pad(moved, [[0, 0]] * (rank - 1) + [[0, padding]])
     groups = (shape[-2] + padding) // group
-    grouped = tf.reshape(padded, moved.shape[:-1] + [groups, group])
-    kept = tf.math.top_k(grouped, k=group - zeros, sorted=False).indices
-    mask = tf.reduce_sum(tf.one_hot(kept, group, dtype=magnitudes.dtype), -2)
-    mask = tf.reshape(mask, padded.shape)[..., : shape[-2]]
-    return tf.transpose(mask, perm)
+    moved_shape = tuple(shape[i] for i in perm[:-1])
+    grouped = ops.reshape(padded, (*moved_shape, groups, group))
+    _, kept = ops.top_k(grouped, k=group - zeros, sorted=False)
+    one_hot = ops.one_hot(kept, group, dtype=magnitudes.dtype)
+    mask = ops.sum(one_hot, axis=-2)
+    mask = ops.reshape(mask, (*moved_shape, groups * group))[..., : shape[-2]]
+    return ops.transpose(mask, perm)

@@ -8,16 +8,20 @@ due at the step, the weights update, and the step is recorded.
 Magnitudes of already-pruned weights count as zero and each new mask is
 ANDed with the old one, so masks only shrink. A NaN or Inf in an unpruned
 entry cannot be ranked: that weight keeps its mask and threshold, and the
-update raises `tf.errors.InvalidArgumentError` naming it (under XLA, where
-ops cannot raise, it only keeps them).
+update raises naming it: `tf.errors.InvalidArgumentError` on TensorFlow
+(under XLA, where ops cannot raise, it only keeps them), `ValueError` on
+JAX and PyTorch.
 """
 
+import math
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
-import tensorflow as tf
+import keras
+from keras import ops
 
+from model_pruning import backends
 from model_pruning import fused_update
 from model_pruning import mask as mask_lib
 from model_pruning import schedule
@@ -28,15 +32,15 @@ from model_pruning.wrapper import PrunedWeight
 def update_when_due(
     hparams: PruningHParams,
     entries: Sequence[PrunedWeight],
-    step: tf.Tensor,
+    step: Any,
     last_update_steps: Sequence[Any],
-    sparsity: Callable[[], tf.Tensor],
+    sparsity: Callable[[], Any],
     force: Any = False,
     *,
     one_threshold: bool = False,
     xla: bool = False,
     mask_weight: bool = True,
-) -> tf.Tensor:
+) -> Any:
     """Updates the masks of `entries` when `schedule.should_update_masks`
     says they are due at `step` (or `force`), and records the step.
 
@@ -57,14 +61,15 @@ def update_when_due(
             mirror masks in its forward pass instead). Defaults to `True`.
 
     Returns:
-        A boolean scalar: whether the masks were updated.
+        Whether the masks were updated: a boolean scalar tensor on
+        TensorFlow (see `backends.cond`), a Python bool elsewhere.
     """
-    due = tf.logical_or(
+    due = ops.logical_or(
         force,
         schedule.should_update_masks(hparams, step, last_update_steps[0]),
     )
 
-    def update() -> tf.Tensor:
+    def update() -> None:
         target = sparsity()
         if one_threshold:
             update_global(entries, hparams, target, xla)
@@ -72,16 +77,15 @@ def update_when_due(
             for entry in entries:
                 update_weight(entry, hparams, target, xla, mask_weight)
         for last in last_update_steps:
-            last.assign(tf.cast(step, last.dtype))
-        return tf.constant(True)
+            last.assign(ops.cast(step, last.dtype))
 
-    return tf.cond(due, update, lambda: tf.constant(False))
+    return backends.cond(due, update)
 
 
 def update_weight(
     entry: PrunedWeight,
     hparams: PruningHParams,
-    sparsity: tf.Tensor,
+    sparsity: Any,
     xla: bool = False,
     mask_weight: bool = True,
 ) -> None:
@@ -95,7 +99,7 @@ def update_weight(
     weight holding NaN or Inf keeps its mask and threshold and raises (see
     the module docstring); other weights update as usual.
     """
-    sparsity = tf.cast(sparsity * entry.sparsity_scale, tf.float32)
+    sparsity = ops.cast(sparsity * entry.sparsity_scale, "float32")
 
     def new_masks(magnitudes: list, previous: Any) -> tuple[Any, list]:
         if hparams.m_by_n is not None:
@@ -118,7 +122,7 @@ def update_weight(
 def update_global(
     entries: list[PrunedWeight],
     hparams: PruningHParams,
-    sparsity: tf.Tensor,
+    sparsity: Any,
     xla: bool,
 ) -> None:
     """Assigns one threshold over all `entries` and their new masks.
@@ -127,7 +131,7 @@ def update_global(
     all `N` weights (ties at the threshold kept). A NaN or Inf anywhere
     leaves every mask as it was (and raises, as in `update_weight`).
     """
-    sparsity = tf.cast(sparsity, tf.float32)
+    sparsity = ops.cast(sparsity, "float32")
 
     def new_masks(magnitudes: list, previous: Any) -> tuple[Any, list]:
         return mask_lib.global_magnitude_masks(
@@ -140,7 +144,7 @@ def update_global(
 def _update(
     entries: list[PrunedWeight],
     hparams: PruningHParams,
-    sparsity: tf.Tensor,
+    sparsity: Any,
     xla: bool,
     mask_weight: bool,
     new_masks: Callable[[list, Any], tuple[Any, list]],
@@ -148,58 +152,62 @@ def _update(
     """Assigns `new_masks(magnitudes, previous threshold)`'s threshold
     (unless `None`) and masks ANDed with the old ones, when every magnitude
     is finite; the non-empty `entries` share the first one's threshold."""
-    entries = [e for e in entries if e.mask.shape.num_elements()]
+    entries = [e for e in entries if math.prod(e.mask.shape)]
     if not entries:
         return
     if _fusable(entries, hparams, xla):
         _update_fused(entries, sparsity, hparams.threshold_decay, mask_weight)
         return
     magnitudes = [
-        tf.debugging.check_numerics(
-            tf.abs(mask_lib.zero_pruned(e.weight, e.mask)),
-            f"model_pruning: weight {e.name!r} holds NaN or Inf, so its "
-            "magnitudes cannot be ranked; its mask was not updated",
-        )
-        for e in entries
+        ops.abs(mask_lib.zero_pruned(e.weight, e.mask)) for e in entries
     ]
+    if backends.is_tensorflow():
+        import tensorflow as tf
 
-    def assign_new_masks() -> tf.Tensor:
+        magnitudes = [
+            tf.debugging.check_numerics(m, _not_finite_message([e]))
+            for m, e in zip(magnitudes, entries, strict=True)
+        ]
+
+    def assign_new_masks() -> None:
         threshold, masks = new_masks(magnitudes, entries[0].threshold)
         for entry, mask in zip(entries, masks, strict=True):
             if threshold is not None:
                 entry.threshold.assign(
-                    tf.cast(threshold, entry.threshold.dtype)
+                    ops.cast(threshold, entry.threshold.dtype)
                 )
-            combined = tf.cast(mask, entry.mask.dtype) * entry.mask
+            combined = ops.cast(mask, entry.mask.dtype) * entry.mask
             entry.mask.assign(combined)
             if mask_weight:
                 entry.weight.assign(
-                    entry.weight * tf.cast(combined, entry.weight.dtype)
+                    entry.weight * ops.cast(combined, entry.weight.dtype)
                 )
-        return tf.constant(True)
 
-    finite = tf.reduce_all(
-        [tf.reduce_all(tf.math.is_finite(m)) for m in magnitudes]
-    )
-    tf.cond(finite, assign_new_masks, lambda: tf.constant(False))
+    finite = ops.all(ops.stack([ops.all(ops.isfinite(m)) for m in magnitudes]))
+    updated = backends.cond(finite, assign_new_masks)
+    if not backends.is_tensorflow():  # check_numerics raised there
+        _check_finite(updated, entries)
 
 
 def _fusable(
     entries: list[PrunedWeight], hparams: PruningHParams, xla: bool
 ) -> bool:
     """Whether `fused_update` can run these weights' element-wise update:
-    not under XLA, no N:M, no blocks, one float32 or float64 dtype."""
-    dtypes = {tf.as_dtype(e.weight.dtype) for e in entries}
+    not under XLA, no N:M, no blocks, one float32 or float64 dtype, no
+    weight sharded over several devices."""
+    dtypes = {keras.backend.standardize_dtype(e.weight.dtype) for e in entries}
     return (
         not xla
         and hparams.m_by_n is None
         and len(dtypes) == 1
         and dtypes <= set(fused_update.FUSED_DTYPES)
         and all(
-            tf.as_dtype(e.mask.dtype) in fused_update.FUSED_MASK_DTYPES
+            keras.backend.standardize_dtype(e.mask.dtype)
+            in fused_update.FUSED_MASK_DTYPES
             and mask_lib.is_elementwise(
                 e.mask.shape, e.block_dims, e.input_axes
             )
+            and not backends.is_sharded(e.weight.value)
             for e in entries
         )
     )
@@ -207,40 +215,54 @@ def _fusable(
 
 def _update_fused(
     entries: list[PrunedWeight],
-    sparsity: tf.Tensor,
+    sparsity: Any,
     threshold_decay: float,
     mask_weight: bool,
 ) -> None:
     """The element-wise update (one threshold over `entries`) in two host
     passes per weight (`fused_update`): the same masks and thresholds as
     the general path, which raises the same way on NaN or Inf."""
-    weights = [tf.convert_to_tensor(e.weight) for e in entries]
-    masks = [tf.convert_to_tensor(e.mask) for e in entries]
-    total = sum(w.shape.num_elements() for w in weights)
+    total = sum(math.prod(e.weight.shape) for e in entries)
     kth, finite = fused_update.kth_largest_magnitude(
-        weights, masks, mask_lib.num_kept(total, sparsity)
+        [e.weight for e in entries],
+        [e.mask for e in entries],
+        mask_lib.num_kept(total, sparsity),
     )
     threshold = mask_lib.decayed_threshold(
         kth, entries[0].threshold, threshold_decay
     )
 
-    def assign_new_masks() -> tf.Tensor:
+    def assign_new_masks() -> None:
         for entry in entries:
-            entry.threshold.assign(tf.cast(threshold, entry.threshold.dtype))
+            entry.threshold.assign(ops.cast(threshold, entry.threshold.dtype))
         fused_update.assign_at_threshold(
             [e.weight for e in entries],
             [e.mask for e in entries],
             threshold,
             mask_weight,
         )
-        return tf.constant(True)
 
-    tf.cond(finite, assign_new_masks, lambda: tf.constant(False))
+    _check_finite(backends.cond(finite, assign_new_masks), entries)
+
+
+def _not_finite_message(entries: list[PrunedWeight]) -> str:
     names = ", ".join(repr(e.name) for e in entries)
-    tf.debugging.Assert(
-        finite,
-        [
-            f"model_pruning: weight {names} holds NaN or Inf, so its "
-            "magnitudes cannot be ranked; its mask was not updated"
-        ],
+    return (
+        f"model_pruning: weight {names} holds NaN or Inf, so its "
+        "magnitudes cannot be ranked; its mask was not updated"
     )
+
+
+def _check_finite(finite: Any, entries: list[PrunedWeight]) -> None:
+    """Raises when an update was skipped for NaN or Inf: a graph assertion
+    on TensorFlow (`tf.errors.InvalidArgumentError`), `ValueError` on the
+    backends that update eagerly."""
+    if backends.is_tensorflow():
+        import tensorflow as tf
+
+        tf.debugging.Assert(finite, [_not_finite_message(entries)])
+    elif not finite:
+        raise ValueError(
+            f"{_not_finite_message(entries)}. Received: a weight with "
+            "non-finite entries"
+        )

@@ -10,12 +10,12 @@ import functools
 import logging
 from typing import Any
 
-import tensorflow as tf
+from keras import ops
 
 from model_pruning import accessors
+from model_pruning import backends
 from model_pruning import mask_update
 from model_pruning import schedule
-from model_pruning.backends import check_backend
 from model_pruning.hparams import PruningHParams
 from model_pruning.wrapper import PruneLowMagnitude
 
@@ -80,7 +80,7 @@ class Pruning:
         xla: bool = False,
         updates_masks: bool = True,
     ):
-        check_backend("Pruning")
+        backends.check_backend("Pruning")
         layers = accessors.pruned_layers(model)
         if not layers:
             raise ValueError(
@@ -117,12 +117,17 @@ class Pruning:
         self._layers = layers
         self._global_step = global_step
         self._sparsity = sparsity
-        # Each Pruning traces its own graph. TF counts traces per function
-        # code object and warns of "excessive retracing" after a few pruned
-        # models in one process; a partial is counted per object instead.
-        self._conditional_update = tf.function(
-            functools.partial(self._update_all_layers), autograph=False
-        )
+        self._conditional_update = self._update_all_layers
+        if backends.is_tensorflow():
+            import tensorflow as tf
+
+            # Each Pruning traces its own graph. TF counts traces per
+            # function code object and warns of "excessive retracing" after
+            # a few pruned models in one process; a partial is counted per
+            # object instead.
+            self._conditional_update = tf.function(
+                functools.partial(self._update_all_layers), autograph=False
+            )
 
     @property
     def model(self) -> Any:
@@ -134,8 +139,9 @@ class Pruning:
         """The pruned layers this object updates."""
         return list(self._layers)
 
-    def global_step(self) -> tf.Tensor:
-        """Returns the current global step as an int64 tensor.
+    def global_step(self) -> Any:
+        """Returns the current global step as an int64 tensor (int32 on JAX
+        without `jax_enable_x64`).
 
         Raises:
             ValueError: If no `global_step` was given and the model has no
@@ -153,27 +159,29 @@ class Pruning:
             step = optimizer.iterations
         elif callable(step):
             step = step()
-        return tf.cast(step, tf.int64)
+        return ops.cast(step, backends.wide_dtype("int"))
 
-    def sparsity_at(self, hparams: PruningHParams, step: Any) -> tf.Tensor:
+    def sparsity_at(self, hparams: PruningHParams, step: Any) -> Any:
         """Returns the target sparsity at `step` before per-weight scaling."""
         if self._sparsity is not None:
-            return tf.cast(self._sparsity, tf.float32)
+            return ops.cast(self._sparsity, "float32")
         return schedule.target_sparsity(hparams, step)
 
-    def any_update_due(self) -> bool:
-        """Whether some layer's masks are due at the current step (eager).
+    def any_update_due(self, step: int | None = None) -> bool:
+        """Whether some layer's masks are due at `step` (eager).
 
         `schedule.update_is_due` in Python, on the layers' last update steps
-        (read again after each update this object runs), so that
-        `UpdatePruningStep` runs the compiled update only when needed.
+        (read after each update this object runs), so that
+        `UpdatePruningStep` runs the update only when needed and, on JAX,
+        reads no variable between updates.
+
+        Args:
+            step: The global step. Defaults to `None`: `global_step()`.
         """
-        step = int(self.global_step())
+        if step is None:
+            step = int(ops.convert_to_numpy(self.global_step()))
         if self._last_steps is None:
-            self._last_steps = [
-                int(layer.last_mask_update_step.numpy())
-                for layer in self._layers
-            ]
+            self._read_last_steps()
         if self._scheme == "global":
             hparams = self._spec or self._layers[0].hparams
             return schedule.update_is_due(hparams, step, self._last_steps[0])
@@ -191,35 +199,65 @@ class Pruning:
         update made by another object)."""
         self._last_steps = None
 
-    def mask_update_op(self) -> tf.Tensor:
-        """Updates every mask now, whatever the schedule; returns `True`."""
-        self._last_steps = None  # Read again after any update.
-        return self._conditional_update(tf.constant(True))
+    def _read_last_steps(self) -> None:
+        self._last_steps = [
+            int(ops.convert_to_numpy(layer.last_mask_update_step))
+            for layer in self._layers
+        ]
 
-    def conditional_mask_update_op(self) -> tf.Tensor:
-        """Updates the masks that are due at the current step.
+    def mask_update_op(self, step: Any = None) -> Any:
+        """Updates every mask now, whatever the schedule; returns `True`.
 
-        Runs eagerly or inside a `tf.function` (one `tf.cond` per layer).
+        Args:
+            step: As in `conditional_mask_update_op`.
+        """
+        return self._run_update(True, step)
+
+    def conditional_mask_update_op(self, step: Any = None) -> Any:
+        """Updates the masks that are due at the global step.
+
+        On TensorFlow it runs eagerly or inside a `tf.function` (one
+        `tf.cond` per layer); on JAX and PyTorch eagerly, between steps,
+        on the variables' current values (on JAX, after `model.jax_state_sync()`
+        in a loop that holds the state itself).
+
+        Args:
+            step: The global step. Defaults to `None`: `global_step()`.
+                `UpdatePruningStep` passes the step it counted in Python,
+                which JAX's `fit` cannot read from the optimizer mid-epoch.
 
         Returns:
             A boolean scalar: whether any layer updated.
         """
-        self._last_steps = None
-        return self._conditional_update(tf.constant(False))
+        return self._run_update(False, step)
+
+    def _run_update(self, force: bool, step: Any) -> Any:
+        step = self.global_step() if step is None else step
+        step = ops.convert_to_tensor(step, backends.wide_dtype("int"))
+        if backends.is_tensorflow():
+            import tensorflow as tf
+
+            updated = self._conditional_update(tf.constant(force), step)
+            if not tf.executing_eagerly():
+                self._last_steps = None  # Read again after the graph ran.
+                return updated
+        else:
+            updated = self._conditional_update(force, step)
+        self._read_last_steps()
+        return updated
 
     @property
     def scheme(self) -> str:
         """The layers' `pruning_scheme`."""
         return self._scheme
 
-    def layer_steps(self, step: Any) -> list[tf.Tensor]:
+    def layer_steps(self, step: Any) -> list[Any]:
         """Returns each layer's schedule step at global `step`: the step
         itself, minus the layer's delay under the `"layerwise"` scheme."""
-        step = tf.cast(step, tf.int64)
+        step = ops.cast(step, backends.wide_dtype("int"))
         return [step - delay for delay in self._delays]
 
-    def _update_all_layers(self, force: tf.Tensor) -> tf.Tensor:
-        step = self.global_step()
+    def _update_all_layers(self, force: Any, step: Any) -> Any:
         if self._scheme == "global":
             hparams = self._spec or self._layers[0].hparams
             return mask_update.update_when_due(
@@ -248,9 +286,9 @@ class Pruning:
                     xla=self._xla,
                 )
             )
-        return tf.reduce_any(tf.stack(updated))
+        return ops.any(ops.convert_to_tensor(updated))
 
-    def target_sparsities(self) -> dict[str, tf.Tensor]:
+    def target_sparsities(self) -> dict[str, Any]:
         """Returns each pruned weight's target sparsity at the current step.
 
         Under the `"global"` scheme this is the model's target: single
@@ -273,31 +311,30 @@ class Pruning:
         `<weight>/sparsity`, `<weight>/target_sparsity` and
         `<weight>/threshold` per pruned weight.
         """
+        import tensorflow as tf  # tf.summary, on any Keras backend
+
         step = self.global_step() if step is None else step
+        scalars = {}
         first_by_name = {}
         for layer in self._layers:
             hparams = self._spec or layer.hparams
             first_by_name.setdefault(hparams.name, (hparams, layer))
         for name, (hparams, layer) in first_by_name.items():
-            tf.summary.scalar(
-                f"{name}/sparsity", self.sparsity_at(hparams, step), step=step
-            )
-            tf.summary.scalar(
-                f"{name}/last_mask_update_step",
-                layer.last_mask_update_step,
-                step=step,
+            scalars[f"{name}/sparsity"] = self.sparsity_at(hparams, step)
+            scalars[f"{name}/last_mask_update_step"] = (
+                layer.last_mask_update_step
             )
         for name, target in self.target_sparsities().items():
-            tf.summary.scalar(f"{name}/target_sparsity", target, step=step)
+            scalars[f"{name}/target_sparsity"] = target
         for entry in accessors.pruned_weights(self._layers):
-            tf.summary.scalar(
-                f"{entry.name}/sparsity",
-                1.0 - tf.reduce_mean(tf.cast(entry.mask, tf.float32)),
-                step=step,
-            )
-            tf.summary.scalar(
-                f"{entry.name}/threshold", entry.threshold, step=step
-            )
+            kept = ops.mean(ops.cast(entry.mask, "float32"))
+            scalars[f"{entry.name}/sparsity"] = 1.0 - kept
+            scalars[f"{entry.name}/threshold"] = entry.threshold
+        if not backends.is_tensorflow():  # tf.summary takes NumPy values
+            step = int(ops.convert_to_numpy(step))
+            scalars = {k: ops.convert_to_numpy(v) for k, v in scalars.items()}
+        for name, value in scalars.items():
+            tf.summary.scalar(name, value, step=step)
 
     def print_hparams(self) -> None:
         """Logs the hparams of each pruned layer as JSON."""

@@ -22,13 +22,15 @@ with the hparams' `sparsity_function_begin_step`, `sparsity_function_end_step`,
 from typing import Any
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
+from model_pruning.backends import wide_dtype
 from model_pruning.hparams import NO_END_STEP
 from model_pruning.hparams import PruningHParams
 
 
-def target_sparsity(hparams: PruningHParams, step: Any) -> tf.Tensor:
+def target_sparsity(hparams: PruningHParams, step: Any) -> Any:
     """Returns the target sparsity at `step`: eq. (1) (module docstring).
 
     Args:
@@ -42,18 +44,26 @@ def target_sparsity(hparams: PruningHParams, step: Any) -> tf.Tensor:
     span = hparams.sparsity_function_end_step - begin
     # float64, rounded once at the end: graph rewrites of the division (x / c
     # into x * (1 / c)) then give the same float32 eagerly and in a graph.
-    elapsed = tf.cast(tf.cast(step, tf.int64) - begin, tf.float64)
-    progress = tf.clip_by_value(elapsed / float(span), 0.0, 1.0)
+    if isinstance(step, int | np.integer):  # Python's float64, any backend
+        progress = min(max((int(step) - begin) / span, 0.0), 1.0)
+        initial, final = hparams.initial_sparsity, hparams.target_sparsity
+        exponent = float(hparams.sparsity_function_exponent)
+        value = final + (initial - final) * (1.0 - progress) ** exponent
+        return ops.convert_to_tensor(np.float32(value))
+    elapsed = ops.cast(
+        ops.cast(step, wide_dtype("int")) - begin, wide_dtype("float")
+    )
+    progress = ops.clip(elapsed / float(span), 0.0, 1.0)
     initial, final = hparams.initial_sparsity, hparams.target_sparsity
-    sparsity = final + (initial - final) * tf.pow(
+    sparsity = final + (initial - final) * ops.power(
         1.0 - progress, float(hparams.sparsity_function_exponent)
     )
-    return tf.cast(sparsity, tf.float32)
+    return ops.cast(sparsity, "float32")
 
 
 def should_update_masks(
     hparams: PruningHParams, step: Any, last_update_step: Any
-) -> tf.Tensor:
+) -> Any:
     """Returns whether masks update at `step` (a boolean scalar tensor).
 
     Contrib's rule, `begin_pruning_step <= step <= end_pruning_step` (no end
@@ -70,9 +80,9 @@ def should_update_masks(
     Returns:
         A boolean scalar tensor.
     """
-    step = tf.cast(step, tf.int64)
-    last = tf.cast(last_update_step, tf.int64)
-    return _update_rule(hparams, step, last, tf.logical_and, tf.logical_or)
+    step = ops.cast(step, wide_dtype("int"))
+    last = ops.cast(last_update_step, wide_dtype("int"))
+    return _update_rule(hparams, step, last, ops.logical_and, ops.logical_or)
 
 
 def update_is_due(
@@ -91,7 +101,7 @@ def update_is_due(
     )
 
 
-def due_at(hparams: PruningHParams, step: Any) -> tf.Tensor:
+def due_at(hparams: PruningHParams, step: Any) -> Any:
     """Whether masks update at `step` in a run that took every step.
 
     `should_update_masks` with the last update step it would have seen: the
@@ -111,16 +121,18 @@ def due_at(hparams: PruningHParams, step: Any) -> tf.Tensor:
     Returns:
         A boolean scalar tensor.
     """
-    step = tf.cast(step, tf.int64)
+    step = ops.cast(step, wide_dtype("int"))
     frequency = hparams.pruning_frequency
     first = max(hparams.begin_pruning_step, frequency)
-    on_grid = tf.logical_and(
-        step >= first, tf.math.floormod(step - first, frequency) == 0
+    on_grid = ops.logical_and(
+        step >= first, ops.equal(ops.mod(step - first, frequency), 0)
     )
     end = hparams.end_pruning_step
     if end == NO_END_STEP:
         return on_grid
-    return tf.logical_or(tf.logical_and(on_grid, step <= end), step == end)
+    return ops.logical_or(
+        ops.logical_and(on_grid, step <= end), ops.equal(step, end)
+    )
 
 
 def _update_rule(hparams: PruningHParams, step, last, both, either):
@@ -151,7 +163,7 @@ class PruningSchedule:
             "`to_hparams(self)`."
         )
 
-    def __call__(self, step: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    def __call__(self, step: Any) -> tuple[Any, Any]:
         """Returns `(should_prune, sparsity)` at `step`, as tfmot's do.
 
         `should_prune` assumes a run that took every step (see `due_at`).
@@ -165,11 +177,11 @@ class PruningSchedule:
         hparams = self.to_hparams()
         return due_at(hparams, step), target_sparsity(hparams, step)
 
-    def sparsity(self, step: Any) -> tf.Tensor:
+    def sparsity(self, step: Any) -> Any:
         """Returns the target sparsity at `step`."""
         return target_sparsity(self.to_hparams(), step)
 
-    def should_prune(self, step: Any, last_update_step: Any = 0) -> tf.Tensor:
+    def should_prune(self, step: Any, last_update_step: Any = 0) -> Any:
         """Returns whether masks update at `step`, given the last update."""
         return should_update_masks(self.to_hparams(), step, last_update_step)
 

@@ -26,12 +26,17 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
+
+from model_pruning import backends
 
 METHODS = ("auto", "sort", "host", "xla")
 
 _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+_KERAS_FLOAT_DTYPES = tuple(d.name for d in _FLOAT_DTYPES)
 
 # Host path.
 _HOST_SMALL = 1 << 17  # At or below: one np.partition of the whole input.
@@ -165,6 +170,8 @@ def kth_largest(
             "method='host' calls NumPy and cannot run under XLA; use "
             "method='xla' or 'auto'. Received: method='host', xla=True"
         )
+    if not backends.is_tensorflow():
+        return _keras_kth_largest(values, k, method)
     tensors = _as_tensor_list(values)
     static_sizes = [t.shape.num_elements() for t in tensors]
     total = None if None in static_sizes else sum(static_sizes)
@@ -200,6 +207,58 @@ def kth_largest(
         else:
             selected = _xla_select(tensors, rank, total)
         return tf.where(k > 0, selected, next_up(selected))
+
+
+def _keras_kth_largest(values, k, method: str):
+    """`kth_largest` on the JAX and PyTorch backends, which run it eagerly.
+
+    `"host"` and `"auto"` take the host path above on the values' NumPy
+    copies, unless a value is sharded over several devices (Keras'
+    distribution API): that one, like `"sort"` and `"xla"`, is sorted with
+    `keras.ops` where it lives, never gathered to the host.
+    """
+    tensors = list(values) if isinstance(values, (list, tuple)) else [values]
+    if not tensors:
+        raise ValueError(
+            "`values` must be a tensor or a non-empty list of tensors. "
+            f"Received: values={values!r}"
+        )
+    tensors = [ops.convert_to_tensor(v) for v in tensors]
+    dtypes = sorted({keras.backend.standardize_dtype(t.dtype) for t in tensors})
+    if len(dtypes) != 1 or dtypes[0] not in _KERAS_FLOAT_DTYPES:
+        raise ValueError(
+            "`values` must be float16, bfloat16, float32 or float64 tensors "
+            f"of one dtype. Received: values of dtypes {dtypes}"
+        )
+    total = sum(math.prod(t.shape) for t in tensors)
+    if total == 0:
+        raise ValueError(
+            "`values` must have at least one entry. Received: values with "
+            f"shapes {[tuple(t.shape) for t in tensors]}"
+        )
+    k = int(ops.convert_to_numpy(k))
+    if not 0 <= k <= total:
+        raise ValueError(
+            f"`k` must be in [0, {total}] (the number of entries). "
+            f"Received: k={k}"
+        )
+    rank = max(k, 1)  # k == 0 selects the maximum and steps above it.
+    wide = "float64" if dtypes[0] == "float64" else "float32"
+    if method in ("sort", "xla") or any(map(backends.is_sharded, tensors)):
+        flat = ops.concatenate(
+            [ops.reshape(ops.cast(t, wide), (-1,)) for t in tensors]
+        )
+        selected = ops.convert_to_numpy(ops.sort(flat)[total - rank])
+    else:
+        arrays = [
+            ops.convert_to_numpy(t).astype(wide, copy=False) for t in tensors
+        ]
+        selected = host_kth_largest(FlatArrays(arrays), rank)
+    # Exact in the values' own dtype: the selected entry is one of them.
+    selected = np.asarray(selected).astype(dtypes[0])
+    if k == 0:
+        selected = np.nextafter(selected, np.asarray(np.inf, selected.dtype))
+    return ops.convert_to_tensor(selected, dtypes[0])
 
 
 def _as_tensor_list(values) -> list[tf.Tensor]:

@@ -22,6 +22,7 @@ from model_pruning import prunable
 from model_pruning._compat import set_call_signature
 from model_pruning.arguments import resolve_hparams
 from model_pruning.backends import check_backend
+from model_pruning.backends import wide_dtype
 from model_pruning.hparams import PruningHParams
 from model_pruning.schedule import PruningSchedule
 from model_pruning.schedule import schedule_from_hparams
@@ -63,23 +64,46 @@ class MaskConstraint:
     already reads and writes it (XLA fuses the multiply into the update).
     A constraint the weight already had (`kernel_constraint`) runs first.
 
+    On JAX the optimizer runs in a `keras.StatelessScope` that holds the
+    trainable and optimizer variables only, not the mask (a non-trainable
+    variable, whose own value `fit` empties mid-epoch). There the
+    constraint uses the mask value the wrapper's `call` read in the same
+    compiled step (`step_masks`), which is the step's state; an optimizer
+    step traced without that forward pass raises instead of using a stale
+    mask.
+
     Args:
         mask: The mask variable.
         inner: The weight's previous constraint, or `None`.
+        step_masks: The wrapper's `{id(mask): value}` of the current
+            step's forward pass. Defaults to `None` (none recorded).
     """
 
-    def __init__(self, mask: Any, inner: Any = None):
+    def __init__(self, mask: Any, inner: Any = None, step_masks: Any = None):
         self.mask = mask
         self.inner = inner
+        self.step_masks = {} if step_masks is None else step_masks
 
     def __call__(self, weight: Any) -> Any:
         if self.inner is not None:
             weight = self.inner(weight)
-        if self.mask.dtype == weight.dtype:
-            return weight * self.mask
+        mask = self.mask
+        in_scope, value = _compat.stateless_value(mask)
+        if in_scope and value is None:
+            mask = self.step_masks.get(id(self.mask))
+            if mask is None:
+                raise RuntimeError(
+                    f"The mask {self.mask.path!r} is not in the optimizer's "
+                    "stateless scope and no forward pass of its pruned layer "
+                    "ran in this step, so the weight cannot be masked. Run "
+                    "`stateless_call` and `stateless_apply` in one traced "
+                    "step. Received: no mask value for this step"
+                )
+        if keras.backend.standardize_dtype(mask.dtype) == weight.dtype:
+            return weight * mask
         # A uint8 mask selects: casting it first would add a temporary of
         # the weight's size.
-        return keras.ops.where(self.mask != 0, weight, 0)
+        return keras.ops.where(mask != 0, weight, 0)
 
 
 class NoMaskUpdaterError(ValueError, tf.errors.InvalidArgumentError):
@@ -229,6 +253,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.exclude = exclude
         self.supports_masking = layer.supports_masking
         self._pruned = _Untracked(())
+        self._step_masks = _Untracked({})
         self.has_mask_updater = False
         self._step_source = _Untracked(None)
         _forward_call_signature(self, layer)
@@ -274,7 +299,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """
         source = self.step_source
         if source is None:
-            return tf.constant(-1, tf.int64)
+            return keras.ops.convert_to_tensor(-1, wide_dtype("int"))
         return source()
 
     @property
@@ -352,7 +377,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 trainable=False,
             )
             if not isinstance(weight.constraint, MaskConstraint):
-                weight.constraint = MaskConstraint(mask, weight.constraint)
+                weight.constraint = MaskConstraint(
+                    mask, weight.constraint, self._step_masks.value
+                )
             entries.append(
                 PrunedWeight(
                     name=name,
@@ -369,11 +396,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.last_mask_update_step = self.add_weight(
             name="last_mask_update_step",
             shape=(),
-            dtype="int64",
+            dtype=wide_dtype("int"),
             initializer="zeros",
             trainable=False,
         )
         self._pruned = _Untracked(tuple(entries))
+        if keras.backend.backend() != "tensorflow":
+            return
         # `tf.train.Checkpoint` and SavedModel follow attributes, not
         # `add_weight`: the masks and thresholds are attributes of a
         # tracked child, by their variable names ("kernel_mask").
@@ -406,10 +435,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "training step and call its `conditional_mask_update_op()`. "
                 f"Received: training={training}"
             )
-        if not training:
-            # Training keeps weights masked (constraint, mask updates);
-            # weights set by hand (`set_weights`) are masked here.
-            self.apply_masks()
+        if training:
+            # In a stateless step (JAX), the masks of this step's state, for
+            # `MaskConstraint` in the optimizer's scope. Nothing is assigned
+            # here: the weights are masked already (see `apply_masks`).
+            if _compat.in_stateless_scope():
+                self._step_masks.value.update(
+                    (id(e.mask), e.mask.value) for e in self.pruned_weights
+                )
         # `training` and the inputs' Keras mask reach the wrapped layer
         # through Keras' call context; other arguments pass as given.
         return self.layer(*args, **kwargs)

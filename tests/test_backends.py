@@ -1,9 +1,13 @@
-"""model_pruning on Keras backends other than TensorFlow: each entry point
-refuses at once with `UnsupportedBackendError`, naming itself and the
-backend, before it changes anything.
+"""Which entry points run on which Keras backend.
 
-The real check runs child processes with `KERAS_BACKEND=numpy` (always
-installed with Keras) and `KERAS_BACKEND=jax` / `torch` where installed.
+The core runs on TensorFlow, JAX and PyTorch (`tests/core/` runs there);
+what is built on TensorFlow itself (contrib, SavedModel and LiteRT export)
+refuses the others with `UnsupportedBackendError`, naming itself and the
+backend, before it changes anything; Keras' numpy backend, which cannot
+train, is refused by every entry point.
+
+The real check runs child processes with `KERAS_BACKEND=numpy` and
+`jax` / `torch` where installed.
 """
 
 import importlib.util
@@ -47,14 +51,16 @@ _CHILD = textwrap.dedent(
         "export_saved_model", lambda: mp.export_saved_model(model, "sm")
     )
     from model_pruning.contrib.python.layers import core_layers
+    from model_pruning.contrib.python import pruning as contrib_pruning
 
     attempt("MaskedFullyConnected", lambda: core_layers.MaskedFullyConnected(2))
+    attempt("contrib Pruning", lambda: contrib_pruning.Pruning())
     try:
-        keras.models.load_model(sys.argv[1])
+        loaded = keras.models.load_model(sys.argv[1])
     except Exception as error:
         results["load_model"] = repr(error)
     else:
-        results["load_model"] = None
+        results["load_model"] = [e.name for e in mp.pruned_weights(loaded)]
     results["unchanged"] = before == [v.path for v in model.variables]
     # What needs no pruning variables works on any backend.
     results["report_size"] = mp.sparsity_report(model).total.size
@@ -62,6 +68,12 @@ _CHILD = textwrap.dedent(
     results["schedule_sparsity"] = float(schedule(5)[1])
     print("RESULTS " + json.dumps(results))
     """
+)
+_TENSORFLOW_ONLY = (
+    "export_tflite",
+    "export_saved_model",
+    "MaskedFullyConnected",
+    "contrib Pruning",
 )
 
 
@@ -74,21 +86,29 @@ def _installed_backends():
 
 
 def test_check_backend_names_the_entry_point_and_the_backend(monkeypatch):
-    backends.check_backend("prune_low_magnitude")  # TensorFlow: no error.
+    backends.check_backend("export_tflite", backends.TENSORFLOW_ONLY)
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    backends.check_backend("prune_low_magnitude")  # JAX runs the core.
     with pytest.raises(
         mp.UnsupportedBackendError,
-        match=r"`prune_low_magnitude` runs on Keras' TensorFlow backend "
-        r"only.*KERAS_BACKEND=tensorflow.*"
+        match=r"`export_tflite` runs on the Keras backend tensorflow only\. "
+        r"Set KERAS_BACKEND=tensorflow.*"
         r"Received: keras.backend.backend\(\)='jax'",
     ):
-        backends.check_backend("prune_low_magnitude")
+        backends.check_backend("export_tflite", backends.TENSORFLOW_ONLY)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "numpy")
+    with pytest.raises(
+        mp.UnsupportedBackendError,
+        match=r"`Pruning` runs on the Keras backends tensorflow, jax, torch "
+        r"only.*Received: keras.backend.backend\(\)='numpy'",
+    ):
+        backends.check_backend("Pruning")
     assert issubclass(mp.UnsupportedBackendError, NotImplementedError)
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("backend", _installed_backends())
-def test_every_entry_point_refuses_another_backend(backend, tmp_path):
+def test_entry_points_run_or_refuse_by_backend(backend, tmp_path):
     pruned = mp.prune_low_magnitude(
         keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     )
@@ -115,14 +135,24 @@ def test_every_entry_point_refuses_another_backend(backend, tmp_path):
     ]
     assert child.returncode == 0 and lines, child.stdout + child.stderr
     results = json.loads(lines[0].removeprefix("RESULTS "))
-    assert results.pop("unchanged") is True
     assert results.pop("report_size") == 4 * 3 + 3
     assert results.pop("schedule_sparsity") == pytest.approx(0.4375)
     loaded = results.pop("load_model")
-    assert loaded is not None and "PruneLowMagnitude" in loaded
-    assert "TensorFlow backend only" in loaded
-    for entry_point, message in results.items():
+    unchanged = results.pop("unchanged")
+    received = f"Received: keras.backend.backend()='{backend}'"
+    if backend == "numpy":  # Keras' numpy backend cannot train: all refuse.
+        assert unchanged is True
+        assert "PruneLowMagnitude" in loaded and received in loaded
+        refused = list(results)
+    else:  # The core runs; a file saved on TensorFlow loads.
+        assert loaded == ["dense/kernel"]
+        assert results.pop("prune_low_magnitude") is None
+        assert results.pop("PruneLowMagnitude") is None
+        refused = list(_TENSORFLOW_ONLY)
+        assert sorted(results) == sorted(refused)
+    for entry_point in refused:
+        message = results[entry_point]
         assert message is not None, entry_point
-        assert f"`{entry_point}` runs on Keras' TensorFlow backend" in message
-        assert f"Received: keras.backend.backend()='{backend}'" in message
+        assert f"`{entry_point}` runs on the Keras backend" in message
+        assert received in message
     assert sorted(os.listdir(tmp_path)) == ["pruned.keras"]

@@ -37,6 +37,8 @@ import tensorflow as tf
 
 from model_pruning import mask_update
 from model_pruning import schedule
+from model_pruning.backends import TENSORFLOW_ONLY
+from model_pruning.backends import check_backend
 from model_pruning.contrib.python import registry
 from model_pruning.contrib.python.registry import MASK_COLLECTION
 from model_pruning.contrib.python.registry import MASKED_WEIGHT_COLLECTION
@@ -495,6 +497,7 @@ class Pruning:
         global_step: Any = None,
         sparsity: Any = None,
     ):
+        check_backend("contrib Pruning", TENSORFLOW_ONLY)
         spec = _as_spec(spec)
         _check_step(global_step)
         _check_sparsity(sparsity)

@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from model_pruning.backends import TENSORFLOW_ONLY
 from model_pruning.backends import check_backend
 from model_pruning.contrib.python import registry
 from model_pruning.contrib.python.registry import MASK_COLLECTION
@@ -52,7 +53,7 @@ class _MaskedKernelMixin:
     _bias_name = "bias"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        check_backend(type(self).__name__)
+        check_backend(type(self).__name__, TENSORFLOW_ONLY)
         super().__init__(*args, **kwargs)
 
     # Keras' Dense and Conv save only kernel and bias (their quantization
