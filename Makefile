@@ -21,14 +21,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The whole suite on TensorFlow, then the backend-neutral core suite
+# (tests/core) on JAX and PyTorch.
+CORE := tests/core
+
 test: lint
 	$(BIN)/python -m pytest -q
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(CORE)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q $(CORE)
 
 # The edit-test loop (under 2 minutes on 2 cores): the unit tests, without
 # the whole-model tests (`integration`) and the cases marked `slow`.
 # `make test` runs all.
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow and not integration"
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m "not slow and not integration" $(CORE)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m "not slow and not integration" $(CORE)
 
 test-quick: test-fast
 

@@ -181,7 +181,7 @@ class Pruning:
         if step is None:
             step = int(ops.convert_to_numpy(self.global_step()))
         if self._last_steps is None:
-            self._read_last_steps()
+            self.refresh()
         if self._scheme == "global":
             hparams = self._spec or self._layers[0].hparams
             return schedule.update_is_due(hparams, step, self._last_steps[0])
@@ -195,11 +195,10 @@ class Pruning:
         )
 
     def refresh(self) -> None:
-        """Forgets the cached last update steps (after a model reload or an
-        update made by another object)."""
-        self._last_steps = None
-
-    def _read_last_steps(self) -> None:
+        """Reads the layers' last update steps again, now (after a model
+        reload or an update made by another object). Call it eagerly, where
+        the variables hold the model's state (on JAX, not inside `fit`'s
+        epoch unless through `Callback.model`)."""
         self._last_steps = [
             int(ops.convert_to_numpy(layer.last_mask_update_step))
             for layer in self._layers
@@ -243,7 +242,7 @@ class Pruning:
                 return updated
         else:
             updated = self._conditional_update(force, step)
-        self._read_last_steps()
+        self.refresh()
         return updated
 
     @property

@@ -134,8 +134,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     The forward pass only sees unpruned weights: each pruned weight gets a
     `MaskConstraint`, so the optimizer masks it right after every step; a
-    mask update masks it at once; a call outside training sets it to
-    `weight * mask` first (weights set by hand are masked too).
+    mask update masks it at once; `UpdatePruningStep` masks every weight
+    when `fit` begins. `call` assigns no weight (on JAX such a write would
+    be lost): weights set by hand after that (`set_weights`) are seen
+    unmasked by `predict` until `apply_masks()` or the next `fit`.
     `strip_pruning` folds the mask in, so the final model is exactly zero
     there. Masks change only when a `Pruning` object (run by the
     `UpdatePruningStep` callback in `fit`) updates them.
