@@ -30,7 +30,10 @@ Results are bit for bit those of the general path: the same k-th
 largest, the same float32 arithmetic, `w * new_mask` with its signed
 zeros. Only float32 and float64 weights with element-wise masks take this
 path, in graph or eager mode, not inside an XLA-compiled caller; the rest
-uses the general one.
+uses the general one. On JAX and PyTorch, which update eagerly, pass 1
+runs on NumPy copies of the weights and masks (not for a weight sharded
+over several devices) and pass 2 with `keras.ops` (one `jax.jit` loop on
+JAX).
 """
 
 from __future__ import annotations
@@ -73,11 +76,11 @@ def kth_largest_magnitude(
         finite), and whether every kept entry is finite.
     """
     if not backends.is_tensorflow():  # Eager: NumPy on the host copies.
+        k = int(ops.convert_to_numpy(k))
         kth, finite = _select(
-            max(int(ops.convert_to_numpy(k)), 1),
-            *map(ops.convert_to_numpy, [*weights, *masks]),
+            max(k, 1), *map(ops.convert_to_numpy, [*weights, *masks])
         )
-        if not int(ops.convert_to_numpy(k)):
+        if k == 0:
             kth = np.nextafter(kth, np.asarray(np.inf, kth.dtype))
         return ops.convert_to_tensor(kth), bool(finite)
     weights = [tf.convert_to_tensor(w) for w in weights]

@@ -155,3 +155,22 @@ def test_copy_build_shapes_gives_the_copy_the_build_config():
     assert copy.get_build_config() == source.get_build_config(), (
         keras.__version__
     )
+
+
+def test_stateless_scope_reads_what_the_scope_maps():
+    mapped = keras.Variable([1.0, 2.0], name="mapped")
+    unmapped = keras.Variable([3.0], name="unmapped")
+    with _fails_loudly("`keras.src.backend.in_stateless_scope`"):
+        outside = (
+            _compat.in_stateless_scope(),
+            _compat.stateless_value(mapped),
+        )
+    with keras.StatelessScope(state_mapping=[(mapped, mapped.value * 2)]):
+        with _fails_loudly("`keras.src.backend.get_stateless_scope`"):
+            inside = _compat.in_stateless_scope()
+            in_scope, value = _compat.stateless_value(mapped)
+            missing = _compat.stateless_value(unmapped)
+    assert outside == (False, (False, None)), keras.__version__
+    assert inside and in_scope, keras.__version__
+    assert keras.ops.convert_to_numpy(value).tolist() == [2.0, 4.0]
+    assert missing == (True, None), keras.__version__
