@@ -134,8 +134,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     The forward pass only sees unpruned weights: each pruned weight gets a
     `MaskConstraint`, so the optimizer masks it right after every step; a
-    mask update masks it at once; a call outside training sets it to
-    `weight * mask` first (weights set by hand are masked too).
+    mask update masks it at once; `fit` with `UpdatePruningStep` masks it
+    at its start. A call does not assign weights: weights set by hand show
+    unmasked until `apply_masks()`, the next `fit` or a mask update.
     `strip_pruning` folds the mask in, so the final model is exactly zero
     there. Masks change only when a `Pruning` object (run by the
     `UpdatePruningStep` callback in `fit`) updates them.
