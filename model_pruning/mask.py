@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from keras import ops
 
+from model_pruning import backends
 from model_pruning import selection
 
 
@@ -276,7 +277,12 @@ def m_by_n_mask(magnitudes: Any, zeros: int, group: int) -> Any:
     groups = (shape[-2] + padding) // group
     moved_shape = tuple(shape[i] for i in perm[:-1])
     grouped = ops.reshape(padded, (*moved_shape, groups, group))
-    _, kept = ops.top_k(grouped, k=group - zeros, sorted=False)
+    if backends.is_tensorflow():
+        _, kept = ops.top_k(grouped, k=group - zeros, sorted=False)
+    else:
+        # torch.topk orders ties arbitrarily; a stable sort (Keras' argsort
+        # on JAX and PyTorch) keeps the lower index first.
+        kept = ops.argsort(-grouped, axis=-1)[..., : group - zeros]
     one_hot = ops.one_hot(kept, group, dtype=magnitudes.dtype)
     mask = ops.sum(one_hot, axis=-2)
     mask = ops.reshape(mask, (*moved_shape, groups * group))[..., : shape[-2]]

@@ -44,6 +44,10 @@ def target_sparsity(hparams: PruningHParams, step: Any) -> Any:
     span = hparams.sparsity_function_end_step - begin
     # float64, rounded once at the end: graph rewrites of the division (x / c
     # into x * (1 / c)) then give the same float32 eagerly and in a graph.
+    if _concrete_without_float64(step):
+        # JAX without `jax_enable_x64` would compute in float32, one ulp
+        # off the other backends' (and a Python int's) value at some steps.
+        step = int(ops.convert_to_numpy(step))
     if isinstance(step, int | np.integer):  # Python's float64, any backend
         progress = min(max((int(step) - begin) / span, 0.0), 1.0)
         initial, final = hparams.initial_sparsity, hparams.target_sparsity
@@ -59,6 +63,16 @@ def target_sparsity(hparams: PruningHParams, step: Any) -> Any:
         1.0 - progress, float(hparams.sparsity_function_exponent)
     )
     return ops.cast(sparsity, "float32")
+
+
+def _concrete_without_float64(step: Any) -> bool:
+    """Whether `step` is an integer tensor with a value (not traced) on a
+    backend with no float64 (JAX without `jax_enable_x64`)."""
+    if isinstance(step, int | np.integer) or wide_dtype("float") == "float64":
+        return False
+    import jax
+
+    return not isinstance(ops.convert_to_tensor(step), jax.core.Tracer)
 
 
 def should_update_masks(

@@ -102,8 +102,11 @@ class MaskConstraint:
         if keras.backend.standardize_dtype(mask.dtype) == weight.dtype:
             return weight * mask
         # A uint8 mask selects: casting it first would add a temporary of
-        # the weight's size.
-        return keras.ops.where(mask != 0, weight, 0)
+        # the weight's size. The optimizer passes the variable itself, which
+        # JAX's `where` does not take.
+        return keras.ops.where(
+            mask != 0, keras.ops.convert_to_tensor(weight), 0
+        )
 
 
 class NoMaskUpdaterError(ValueError, tf.errors.InvalidArgumentError):
@@ -442,9 +445,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             # `MaskConstraint` in the optimizer's scope. Nothing is assigned
             # here: the weights are masked already (see `apply_masks`).
             if _compat.in_stateless_scope():
-                self._step_masks.value.update(
-                    (id(e.mask), e.mask.value) for e in self.pruned_weights
-                )
+                # In the stored dtype: under a mixed policy `mask.value`
+                # would be autocast to float16 here.
+                with _compat.autocast_off():
+                    self._step_masks.value.update(
+                        (id(e.mask), e.mask.value) for e in self.pruned_weights
+                    )
         # `training` and the inputs' Keras mask reach the wrapped layer
         # through Keras' call context; other arguments pass as given.
         return self.layer(*args, **kwargs)
