@@ -131,3 +131,30 @@ def stateless_value(variable: Any) -> tuple[bool, Any]:
     if scope is None:
         return False, None
     return True, scope.get_current_value(variable)
+
+
+def add_weight_with_layout(
+    layer: keras.layers.Layer, layout: Any, **kwargs: Any
+) -> Any:
+    """`layer.add_weight(**kwargs)`, the variable laid out by `layout`.
+
+    `Layer.add_weight` takes no layout: the variable gets the active
+    distribution's layout for its own path (Keras 3.15). Given a `layout`
+    (a `keras.distribution.TensorLayout` or a JAX sharding), the variable
+    is made as `add_weight` makes it, a `keras.Variable` (whose `layout`
+    argument is public) in the layer's name scope, so it is created on
+    its devices, and the layer tracks it with the private
+    `Layer._track_variable` (Keras 3.15). With `layout=None`, plain
+    `add_weight`.
+
+    Args:
+        layer: The layer that owns the variable.
+        layout: Its layout, or `None`.
+        **kwargs: `name`, `shape`, `dtype`, `initializer`, `trainable`.
+    """
+    if layout is None:
+        return layer.add_weight(**kwargs)
+    with keras.name_scope(layer.name, caller=layer):
+        variable = keras.Variable(layout=layout, **kwargs)
+    layer._track_variable(variable)
+    return variable

@@ -92,7 +92,13 @@ def cond(predicate: Any, update: Callable[[], None]) -> Any:
 
 
 def is_sharded(value: Any) -> bool:
-    """Whether `value` is a JAX array laid out over several devices (Keras'
-    distribution API), which the host fast paths must not gather."""
+    """Whether `value` is a JAX array split over several devices (Keras'
+    distribution API: a `ModelParallel` layout), which the host fast paths
+    must not gather. A replicated array (`DataParallel`'s weights) is not:
+    its host copy is one device's copy, with no gather."""
     sharding = getattr(value, "sharding", None)
-    return sharding is not None and len(sharding.device_set) > 1
+    return (
+        sharding is not None
+        and len(sharding.device_set) > 1
+        and not sharding.is_fully_replicated
+    )

@@ -124,6 +124,8 @@ def assign_at_threshold(
         mask_weight: Whether to assign the weights too. Defaults to `True`.
     """
     if not backends.is_tensorflow():
+        # Under Keras' distribution API the jitted pass keeps its inputs'
+        # sharding, and a JAX variable lays out what it is assigned anyway.
         for weight, mask in zip(weights, masks, strict=True):
             new_mask, new_weight = _masked_at_threshold()(
                 weight.value, mask.value, threshold

@@ -194,7 +194,8 @@ def _fusable(
 ) -> bool:
     """Whether `fused_update` can run these weights' element-wise update:
     not under XLA, no N:M, no blocks, one float32 or float64 dtype, no
-    weight sharded over several devices."""
+    weight split over several devices (a replicated one is read from one
+    device; see `backends.is_sharded`)."""
     dtypes = {keras.backend.standardize_dtype(e.weight.dtype) for e in entries}
     return (
         not xla

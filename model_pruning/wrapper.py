@@ -3,7 +3,9 @@
 For each pruned weight `<w>` of the wrapped layer (or of its sublayers, at
 any depth) the wrapper adds the non-trainable `<w>_mask` (ones, the weight's
 shape and dtype, or uint8 with `mask_dtype="uint8"`) and `<w>_threshold` (a
-zero scalar), plus one int64 `last_mask_update_step`. It holds state and
+zero scalar), plus one int64 `last_mask_update_step`. Under Keras'
+distribution API on JAX each mask has its weight's layout (sharded as the
+weight is) and the scalars are replicated. It holds state and
 applies masks; `pruning.Pruning` decides when and how masks change.
 """
 
@@ -361,20 +363,25 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         entries, seen = [], set()
         owners = prunable.owners(self.layer)
+        scalar_layout = _replicated_layout()
         for name, weight in chosen:
             choice.check_m_by_n(self.hparams, name, weight)
             base = weight.name
             while base in seen:
                 base = f"{base}_{len(seen)}"
             seen.add(base)
-            mask = self.add_weight(
+            mask = _compat.add_weight_with_layout(
+                self,
+                None if scalar_layout is None else _layout_of(weight),
                 name=f"{base}_mask",
                 shape=weight.shape,
                 dtype=self.hparams.mask_dtype or weight.dtype,
                 initializer="ones",
                 trainable=False,
             )
-            threshold = self.add_weight(
+            threshold = _compat.add_weight_with_layout(
+                self,
+                scalar_layout,
                 name=f"{base}_threshold",
                 shape=(),
                 dtype=weight.dtype,
@@ -398,7 +405,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     ),
                 )
             )
-        self.last_mask_update_step = self.add_weight(
+        self.last_mask_update_step = _compat.add_weight_with_layout(
+            self,
+            scalar_layout,
             name="last_mask_update_step",
             shape=(),
             dtype=wide_dtype("int"),
@@ -501,6 +510,37 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             "include": None if self.include is None else list(self.include),
             "exclude": list(self.exclude),
         }
+
+
+def _replicated_layout() -> Any:
+    """A scalar's layout under Keras' distribution API on JAX: replicated
+    over the active distribution's device mesh. `None` (the variable's own
+    layout) with no distribution, or on another backend.
+
+    A threshold or step must not take a layout from the user's `LayoutMap`
+    by its path: a key such as `".*kernel.*"` would shard a scalar.
+    """
+    if keras.backend.backend() != "jax":
+        return None
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return None
+    return keras.distribution.TensorLayout((), distribution.device_mesh)
+
+
+def _layout_of(weight: Any) -> Any:
+    """The sharding of `weight`'s value, for its mask: a mask lives where
+    its weight does, whatever a `LayoutMap` says of the mask's own path
+    (`prune_low_magnitude_dense/kernel_mask` rarely matches the key of
+    `dense/kernel`). `None` (the distribution's layout) for a weight that
+    no mesh lays out, such as one built before the distribution was set.
+    """
+    import jax
+
+    sharding = getattr(weight.value, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return sharding
+    return None
 
 
 def _forward_call_signature(

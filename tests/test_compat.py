@@ -174,3 +174,55 @@ def test_stateless_scope_reads_what_the_scope_maps():
     assert inside and in_scope, keras.__version__
     assert keras.ops.convert_to_numpy(value).tolist() == [2.0, 4.0]
     assert missing == (True, None), keras.__version__
+
+
+def test_add_weight_with_layout_tracks_a_variable_with_that_layout():
+    mesh = keras.distribution.DeviceMesh((1,), ("batch",), ["cpu:0"])
+    layout = keras.distribution.TensorLayout((None,), mesh)
+    made = {}
+
+    class Holder(keras.layers.Layer):
+        def build(self, input_shape):
+            self.add_weight(shape=(1,), name="first")
+            with _fails_loudly("`Layer._track_variable`"):
+                made["laid"] = _compat.add_weight_with_layout(
+                    self,
+                    layout,
+                    name="laid",
+                    shape=(3,),
+                    dtype="float32",
+                    initializer="ones",
+                    trainable=False,
+                )
+            made["plain"] = _compat.add_weight_with_layout(
+                self,
+                None,
+                name="plain",
+                shape=(),
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+            )
+
+        def call(self, inputs):
+            return inputs
+
+    holder = Holder(name="compat_layout")
+    holder.build((None, 3))
+    paths = [v.path for v in holder.weights]
+    assert paths == [
+        "compat_layout/first",
+        "compat_layout/laid",
+        "compat_layout/plain",
+    ], (keras.__version__, paths)
+    laid, plain = made["laid"], made["plain"]
+    assert [id(v) for v in holder.non_trainable_weights] == [
+        id(laid),
+        id(plain),
+    ], keras.__version__
+    assert keras.ops.convert_to_numpy(laid).tolist() == [1.0, 1.0, 1.0]
+    assert laid.dtype == "float32" and plain.dtype == "int32"
+    # What a distribution reads as the variable's layout.
+    distribution = keras.distribution.DataParallel(device_mesh=mesh)
+    assert distribution.get_variable_layout(laid) is layout, keras.__version__
+    assert distribution.get_variable_layout(plain) is not layout
