@@ -12,6 +12,12 @@ the median of per-pair ratios, with their min and max. A row is a dict:
 rows). Each benchmark script writes `{"rows": [...], ...}` with `--json`;
 `run_all.py` merges them.
 
+Rows measured on one Keras backend carry it as `"backend"` ("tensorflow",
+"jax" or "torch"); `run_per_backend` runs a benchmark script once per
+backend, each in its own process (Keras picks its backend from
+`KERAS_BACKEND` when it is imported), and `format_backend_table` prints
+their rows side by side.
+
 This module imports TensorFlow only inside the functions that need it, so
 `run_all.py` can use the table and JSON helpers without loading it.
 """
@@ -33,6 +39,8 @@ from typing import Any
 # Pruning frequency and final sparsity of the training benchmarks (issue 4).
 FREQUENCY = 100
 FINAL_SPARSITY = 0.9
+# The Keras backends a benchmark can run on (`--backends`).
+BACKENDS = ("tensorflow", "jax", "torch")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -190,6 +198,14 @@ def dataset(spec: ModelSpec, batches: int = 8, seed: int = 0):
         .cache()
         .repeat()
     )
+
+
+def arrays(spec: ModelSpec, batches: int, seed: int = 0):
+    """Returns `(x, y)`: `batches` synthetic batches as NumPy arrays, which
+    `fit` reads on every backend (through its own data adapter)."""
+    import numpy as np
+
+    return spec.make_batches(np.random.default_rng(seed), batches)
 
 
 def round_orders(arms: Sequence[str], rounds: int) -> list[list[str]]:
@@ -375,6 +391,9 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "tensorflow": _version("tensorflow", "tensorflow-cpu", "tf-nightly"),
         "keras": _version("keras"),
+        "jax": _version("jax"),
+        "torch": _version("torch"),
+        "keras_backend": os.environ.get("KERAS_BACKEND"),
         "platform": platform.platform(),
         "git_commit": _git_commit(),
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
@@ -406,6 +425,215 @@ def finish(rows: list[dict], start: float, json_path: str | None) -> None:
                 "wall_seconds": round(seconds, 1),
             },
         )
+
+
+def check_backends(backends: Sequence[str]) -> list[str]:
+    """Returns `backends` checked against `BACKENDS`, duplicates removed.
+
+    Raises:
+        ValueError: If one is not a Keras backend this suite runs on.
+    """
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(
+            f"Unknown backends {unknown}; choose from {list(BACKENDS)}. "
+            f"Received: backends={list(backends)}"
+        )
+    return list(dict.fromkeys(backends))
+
+
+def present_flag_args(names: Sequence[str]) -> list[str]:
+    """Returns the absl flags among `names` given on the command line, as
+    `--name=value` arguments (for a child process)."""
+    from absl import flags
+
+    return [
+        flags.FLAGS[name].serialize()
+        for name in names
+        if flags.FLAGS[name].present
+    ]
+
+
+def run_per_backend(
+    script: str, backends: Sequence[str], args: Sequence[str]
+) -> tuple[list[dict], dict]:
+    """Runs `script` once per Keras backend, each in a fresh process with
+    `KERAS_BACKEND` set, and merges the rows of their `--json`.
+
+    Args:
+        script: Path of a benchmark script that takes `--json`.
+        backends: Keras backends, in the order they run.
+        args: Further arguments of every child.
+
+    Returns:
+        `(rows, children)`: the rows (each with its `backend`), a failed
+        child as an `error_row`; and per backend the command, exit status,
+        wall seconds and machine description of its child.
+    """
+    import tempfile
+
+    rows: list[dict] = []
+    children: dict = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for backend in backends:
+            json_path = os.path.join(directory, f"{backend}.json")
+            argv = [sys.executable, script, f"--json={json_path}", *args]
+            env = {
+                **os.environ,
+                "KERAS_BACKEND": backend,
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+            }
+            print(
+                f"\n-- {backend}: KERAS_BACKEND={backend} {' '.join(argv[1:])}",
+                flush=True,
+            )
+            start = time.perf_counter()
+            returncode = subprocess.run(argv, env=env, check=False).returncode
+            record = {
+                "command": (
+                    f"KERAS_BACKEND={backend} "
+                    + " ".join([os.path.basename(sys.executable), *argv[1:]])
+                ),
+                "returncode": returncode,
+                "wall_seconds": round(time.perf_counter() - start, 1),
+            }
+            payload = {}
+            if os.path.exists(json_path):
+                with open(json_path, encoding="utf-8") as file:
+                    payload = json.load(file)
+            child_rows = [
+                {**row, "backend": row.get("backend", backend)}
+                for row in payload.get("rows", [])
+            ]
+            if returncode != 0 or not child_rows:
+                child_rows.append(
+                    {
+                        **error_row(
+                            f"{os.path.basename(script)} on {backend}: "
+                            f"FAILED (exit {returncode})",
+                            "backends",
+                        ),
+                        "backend": backend,
+                    }
+                )
+            record["machine"] = payload.get("machine")
+            children[backend] = record
+            rows += child_rows
+    return rows, children
+
+
+def _spread(row: dict) -> str:
+    if row.get("median") is None:
+        return "FAILED"
+    return (
+        f"{row['median']:.3f} [{row['min']:.3f}, {row['max']:.3f}]"
+        if row.get("min") is not None
+        else f"{row['median']:.3f}"
+    )
+
+
+def _order(backend: str) -> int:
+    return BACKENDS.index(backend) if backend in BACKENDS else len(BACKENDS)
+
+
+def format_backend_table(rows: Sequence[dict]) -> str:
+    """Returns the per-backend rows side by side: one line per backend and
+    case (`details["case"]`: model and variant, or tensor and sparsity)
+    with the measured ratio (median [min, max]), its A/A row's (or
+    `details["aside"]`, such as the times), and the target. Rows without
+    `details["case"]` are left out."""
+    header = (
+        "backend",
+        "case",
+        "measure",
+        "median [min, max]",
+        "A/A (or ms)",
+        "target",
+    )
+    by_key: dict[tuple, dict] = {}
+    lines = []
+    for row in rows:
+        details = row.get("details") or {}
+        case = details.get("case")
+        if case is None:
+            if row.get("median") is None and "backend" in row:  # failed
+                lines.append(
+                    (row["backend"], row["name"], "", "FAILED", "-", "-")
+                )
+            continue
+        key = (row.get("backend", "?"), case)
+        if details.get("role") == "aa":
+            by_key.setdefault(key, {})["aa"] = row
+        else:
+            by_key.setdefault(key, {}).setdefault("rows", []).append(row)
+    cases = list(dict.fromkeys(case for _, case in by_key))
+    cases += [line[1] for line in lines]  # failed runs, last
+    for (backend, case), found in by_key.items():
+        aa = found.get("aa")
+        for row in found.get("rows", []):
+            target = row.get("target")
+            met = row.get("met")
+            lines.append(
+                (
+                    backend,
+                    case,
+                    str(row["details"].get("measure", "")),
+                    _spread(row),
+                    _spread(aa)
+                    if aa is not None
+                    else str(row["details"].get("aside", "-")),
+                    "-"
+                    if target is None
+                    else f"<= {target:g} "
+                    + ("-" if met is None else ("yes" if met else "NO")),
+                )
+            )
+    if not lines:
+        return "(no per-backend rows)"
+    widths = [
+        max(len(header[i]), *(len(line[i]) for line in lines))
+        for i in range(len(header))
+    ]
+    out = [
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "-" * (sum(widths) + 2 * (len(widths) - 1)),
+    ]
+    out += [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True))
+        for line in sorted(
+            lines, key=lambda line: (cases.index(line[1]), _order(line[0]))
+        )
+    ]
+    return "\n".join(out)
+
+
+def torch_threads_flag():
+    """Defines `--torch_threads` (call once per script, at import)."""
+    from absl import flags
+
+    return flags.DEFINE_integer(
+        "torch_threads",
+        1,
+        "On PyTorch, torch.set_num_threads(N) before timing; 0 keeps "
+        "PyTorch's default (one per core). Default 1: on a machine whose "
+        "cores other processes share, PyTorch's OpenMP threads wait for "
+        "each other (one sum(abs(w)) of 1M entries: 24 ms on 2 threads "
+        "against 0.15 ms on 1, measured on a loaded 2-core machine).",
+    )
+
+
+def set_torch_threads(threads: int) -> int | None:
+    """On PyTorch, sets its intra-op threads (unless `threads` is 0);
+    returns the number in use (`None` on other backends)."""
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def quiet_tensorflow() -> None:

@@ -30,7 +30,21 @@ elementwise pass over all of them; target <= 10.
 Every threshold, the whole updates' included, is checked against
 `np.partition` (exact equality); the exit status is 1 if one differs.
 
+On another Keras backend than TensorFlow (`KERAS_BACKEND=jax` or `torch`)
+the unit is that backend's own pass, `sum(abs(w))` in `keras.ops` (under
+`jax.jit` on JAX, eager on PyTorch), and the arms are `fit` and `loop`
+(the whole update, as above; on JAX the timed call waits until the new
+masks and weights are computed), `host` (pass 1 of the two-pass update
+alone: `fused_update._select`, the NumPy magnitudes, finiteness and
+selection, on the host arrays) and `numpy` (one NumPy pass,
+`np.abs(w).sum()`, informative: the same unit on every backend). Those
+rows carry the backend as `backend` and in their name. `--backends=
+tensorflow,jax,torch` runs the script once per backend, each in its own
+process, and prints the whole update's rows side by side.
+
     python benchmarks/mask_update.py [--quick] [--rounds=10] [--json=PATH]
+        [--sizes=1,10,37] [--noglobal_case]
+        [--backends=tensorflow,jax,torch]
 
 `--quick` runs 1M only (and a 1M-entry global case).
 """
@@ -48,15 +62,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from keras import ops  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import common  # noqa: E402
+
 import model_pruning as mp  # noqa: E402
+from model_pruning import fused_update  # noqa: E402
 from model_pruning import mask  # noqa: E402
 from model_pruning import selection  # noqa: E402
+
+_BACKEND = keras.backend.backend()
 
 _QUICK = flags.DEFINE_bool(
     "quick", False, "Smoke run: 1M entries only (global case: 1M in all)."
@@ -66,6 +85,22 @@ _ROUNDS = flags.DEFINE_integer(
 )
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the magnitudes.")
+_SIZES_FLAG = flags.DEFINE_list(
+    "sizes",
+    None,
+    "Tensor sizes in millions of entries (default 1,10,37; 1 in --quick).",
+)
+_GLOBAL_CASE = flags.DEFINE_bool(
+    "global_case", True, "Also run the global case (10 tensors, 50M)."
+)
+_TORCH_THREADS = common.torch_threads_flag()
+_BACKENDS = flags.DEFINE_list(
+    "backends",
+    None,
+    "Run once per Keras backend, each in its own process, and print the "
+    f"rows side by side; from {list(common.BACKENDS)}. Default: only the "
+    "backend Keras runs on here (KERAS_BACKEND).",
+)
 
 _SIZES = (1_000_000, 10_000_000, 37_000_000)
 _SPARSITIES = (0.5, 0.9)
@@ -97,8 +132,14 @@ def _exact_kth_largest(arrays: list[np.ndarray], k: int) -> np.float32:
     return flat[np.argpartition(flat, flat.size - k)[flat.size - k]]
 
 
-def _arms(tensors: list[tf.Tensor], k: tf.Tensor, with_sort: bool) -> dict:
+def _arms(arrays: list[np.ndarray], k_value: int, with_sort: bool) -> dict:
     """Returns `{arm: callable}`; each call runs once and blocks."""
+    if _BACKEND != "tensorflow":
+        return _other_backend_arms(arrays, k_value)
+    import tensorflow as tf
+
+    tensors = [tf.constant(a) for a in arrays]
+    k = tf.constant(k_value, tf.int32)
     single = len(tensors) == 1
 
     def passes(*ws):
@@ -124,6 +165,44 @@ def _arms(tensors: list[tf.Tensor], k: tf.Tensor, with_sort: bool) -> dict:
     if with_sort:
         functions["sort"] = _threshold_of(update("sort", False), tensors)
     return functions
+
+
+def _other_backend_arms(arrays: list[np.ndarray], k_value: int) -> dict:
+    """JAX's and PyTorch's arms: the backend's pass, pass 1 of the fused
+    update alone (NumPy, on the host arrays), a NumPy pass."""
+    tensors = [ops.convert_to_tensor(a) for a in arrays]
+
+    def passes(*ws):
+        total = ops.sum(ops.abs(ws[0]))
+        for w in ws[1:]:
+            total = total + ops.sum(ops.abs(w))
+        return total
+
+    if _BACKEND == "jax":
+        import jax
+
+        passes = jax.jit(passes)
+    ones = [np.ones_like(a) for a in arrays]
+
+    def host():
+        kth, _ = fused_update._select(max(k_value, 1), *arrays, *ones)
+        return kth
+
+    return {
+        "pass": lambda: float(ops.convert_to_numpy(passes(*tensors))),
+        "host": host,
+        "numpy": lambda: float(sum(np.abs(a).sum() for a in arrays)),
+    }
+
+
+def _block(entries) -> None:
+    """On JAX, waits until the entries' masks and weights are computed."""
+    if _BACKEND == "jax":
+        import jax
+
+        jax.block_until_ready(
+            [v.value for e in entries for v in (e.mask, e.weight)]
+        )
 
 
 def _threshold_of(function, tensors) -> Callable[[], np.ndarray]:
@@ -225,18 +304,32 @@ def _whole_update_arms(
             entry.mask.assign(one)
         step.assign_add(1)
 
-    functions = {
-        "fit": lambda: callback.on_train_batch_begin(0),
-        "loop": lambda: pruning.conditional_mask_update_op().numpy(),
-    }
-    prepare = {"fit": reset, "loop": reset}
-    return functions, prepare, lambda: float(entries[0].threshold.numpy())
+    def fit():
+        callback.on_train_batch_begin(0)
+        _block(entries)
+
+    def loop():
+        ops.convert_to_numpy(pruning.conditional_mask_update_op())
+        _block(entries)
+
+    def reset_and_wait():
+        reset()
+        _block(entries)
+
+    functions = {"fit": fit, "loop": loop}
+    prepare = {"fit": reset_and_wait, "loop": reset_and_wait}
+    return (
+        functions,
+        prepare,
+        lambda: float(ops.convert_to_numpy(entries[0].threshold)),
+    )
 
 
 def _row(name: str, ratios: list[float], target, details: dict) -> dict:
     median = statistics.median(ratios)
     return {
         "name": name,
+        "backend": _BACKEND,
         "group": "mask_update",
         "median": round(median, 4),
         "min": round(min(ratios), 4),
@@ -259,19 +352,21 @@ def _case(
     """Measures one case; returns its rows and whether every method is exact."""
     total = sum(a.size for a in arrays)
     k_value = round(total * (1 - sparsity))
-    tensors = [tf.constant(a) for a in arrays]
-    k = tf.constant(k_value, tf.int32)
-    functions = _arms(tensors, k, with_sort)
+    functions = _arms(arrays, k_value, with_sort)
     expected = _exact_kth_largest(arrays, k_value)
     exact = {
         arm: bool(functions[arm]() == expected)
         for arm in functions
-        if not arm.startswith("pass")
+        if not arm.startswith("pass") and arm != "numpy"
     }
     whole, prepare, threshold = _whole_update_arms(arrays, sparsity)
     # The library's k: round_half_even(float32(total) * (1 - s)), which can
     # differ by one from Python's for tens of millions of entries.
-    library_k = int(mask.num_kept(total, tf.constant(sparsity)))
+    library_k = int(
+        ops.convert_to_numpy(
+            mask.num_kept(total, ops.convert_to_tensor(sparsity, "float32"))
+        )
+    )
     expected_whole = _exact_kth_largest(arrays, library_k)
     for arm, function in whole.items():
         prepare[arm]()
@@ -299,6 +394,7 @@ def _case(
         ("xla", "pass", None),
         ("xla", "pass_xla", None),
         ("sort", "pass", None),
+        ("numpy", "pass", None),
     ):
         if arm not in samples:
             continue
@@ -309,12 +405,25 @@ def _case(
         method = {
             "fit": "whole update in fit",
             "loop": "whole update, custom loop",
-            "host": "selection host",
+            "host": "selection host"
+            if _BACKEND == "tensorflow"
+            else "fused pass 1 (NumPy selection)",
             "xla": "selection xla (jit)",
             "sort": "selection sort",
+            "numpy": "NumPy pass",
         }[arm]
-        name = f"{label} s={sparsity}: {method} / {denominator}"
-        row = _row(name, ratios, row_target, details)
+        case = f"{label} s={sparsity}"
+        name = f"{case}: {method} / {denominator}"
+        if _BACKEND != "tensorflow":
+            name += f" ({_BACKEND})"
+        row_details = dict(details)
+        if arm == "fit":  # The row of the per-backend table.
+            row_details.update(
+                case=case,
+                measure=f"{method} / pass",
+                aside=f"{medians_ms[arm]:.1f} / {medians_ms['pass']:.1f} ms",
+            )
+        row = _row(name, ratios, row_target, row_details)
         row["arms"] = [arm, denominator]
         rows.append(row)
     return rows, all(exact.values())
@@ -354,12 +463,60 @@ def _format(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _run_backends(backends: list[str], start: float) -> int:
+    """Runs this script once per backend; prints the rows side by side."""
+    rows, children = common.run_per_backend(
+        os.path.abspath(__file__),
+        backends,
+        common.present_flag_args(
+            ["quick", "rounds", "seed", "sizes", "global_case", "torch_threads"]
+        ),
+    )
+    print(
+        "\nWhole mask update in fit, in passes of sum(abs(w)), per backend:\n"
+    )
+    print(common.format_backend_table(rows))
+    seconds = time.perf_counter() - start
+    print(f"Wall time: {seconds:.0f} s")
+    if _JSON.value:
+        common.write_json(
+            _JSON.value,
+            {
+                "benchmark": "mask_update",
+                "command": " ".join(["python", *sys.argv]),
+                "quick": _QUICK.value,
+                "seconds": round(seconds, 1),
+                "exact": all(c["returncode"] == 0 for c in children.values()),
+                "backends": children,
+                "machine": common.machine_info(),
+                "rows": rows,
+            },
+        )
+    return 1 if any(c["returncode"] for c in children.values()) else 0
+
+
+def _sizes() -> tuple[int, ...]:
+    if _SIZES_FLAG.value:
+        try:
+            return tuple(int(float(m) * 1e6) for m in _SIZES_FLAG.value)
+        except ValueError as error:
+            raise app.UsageError(f"--sizes: {error}") from None
+    return _SIZES[:1] if _QUICK.value else _SIZES
+
+
 def main(argv: list[str]) -> int:
     del argv
     start = time.perf_counter()
+    if _BACKENDS.value:
+        try:
+            backends = common.check_backends(_BACKENDS.value)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from None
+        return _run_backends(backends, start)
+    torch_threads = common.set_torch_threads(_TORCH_THREADS.value)
     rng = np.random.default_rng(_SEED.value)
     rounds = _ROUNDS.value
-    sizes = _SIZES[:1] if _QUICK.value else _SIZES
+    sizes = _sizes()
     rows, exact = [], True
     for size in sizes:
         array = _magnitudes(rng, (size,))
@@ -376,18 +533,19 @@ def main(argv: list[str]) -> int:
             exact &= case_exact
             print(_format(case_rows), flush=True)
         del array
-    shapes = list(_GLOBAL_SHAPES)
-    if _QUICK.value:  # The same proportions, 1/50 of the size.
-        shapes = [(max(1, int(np.prod(s)) // 50),) for s in shapes]
-    total = sum(int(np.prod(s)) for s in shapes)
-    label = f"global 10 tensors {total / 1e6:.1f}M"
-    arrays = [_magnitudes(rng, shape) for shape in shapes]
-    case_rows, case_exact = _case(
-        label, arrays, _GLOBAL_SPARSITY, rounds, False, _GLOBAL_TARGET
-    )
-    rows += case_rows
-    exact &= case_exact
-    print(_format(case_rows), flush=True)
+    if _GLOBAL_CASE.value:
+        shapes = list(_GLOBAL_SHAPES)
+        if _QUICK.value:  # The same proportions, 1/50 of the size.
+            shapes = [(max(1, int(np.prod(s)) // 50),) for s in shapes]
+        total = sum(int(np.prod(s)) for s in shapes)
+        label = f"global 10 tensors {total / 1e6:.1f}M"
+        arrays = [_magnitudes(rng, shape) for shape in shapes]
+        case_rows, case_exact = _case(
+            label, arrays, _GLOBAL_SPARSITY, rounds, False, _GLOBAL_TARGET
+        )
+        rows += case_rows
+        exact &= case_exact
+        print(_format(case_rows), flush=True)
 
     seconds = time.perf_counter() - start
     print(f"\nAll mask updates in one table ({seconds:.0f} s):")
@@ -404,10 +562,16 @@ def main(argv: list[str]) -> int:
             "rounds": rounds,
             "seconds": round(seconds, 1),
             "exact": exact,
+            "backend": _BACKEND,
+            "torch_threads": torch_threads,
             "machine": {
                 "platform": platform.platform(),
                 "cpus": os.cpu_count(),
-                "tensorflow": tf.__version__,
+                "keras_backend": _BACKEND,
+                "keras": keras.__version__,
+                "tensorflow": common._version("tensorflow"),
+                "jax": common._version("jax"),
+                "torch": common._version("torch"),
                 "numpy": np.__version__,
             },
             "rows": rows,

@@ -16,7 +16,12 @@ met) and writes it as JSON with the machine it ran on:
    it, and the selection alone, per elementwise pass;
 5. `tflite_latency.py`: LiteRT (TFLite) inference time of sparse exports
    (float32 with (4, 1) blocks, int8 with (16, 1)) / dense exports, with
-   A/A rows, file-size rows and output checks.
+   A/A rows, file-size rows and output checks;
+6. `training_backends`, `mask_update_backends`: rows 1 and 4 on Keras'
+   JAX and PyTorch backends (`--backends=jax,torch`, one process per
+   backend; training: the MLP and the CNN on each backend's default `fit`
+   path). Every row of 1, 4 and 6 carries its `backend`; the table of
+   per-backend rows side by side follows the main table.
 
 Each row's `met` is `median <= target`; A/A rows have no target. Timings
 are only as quiet as the machine: read a ratio against its A/A row.
@@ -42,13 +47,18 @@ from absl import flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-# name -> (script, what the row group is called)
+# name -> (script, its arguments besides --json and --quick)
 _BENCHMARKS = {
-    "training": "training_overhead.py",
-    "memory": "memory.py",
-    "strip": "strip_latency.py",
-    "mask_update": "mask_update.py",
-    "tflite": "tflite_latency.py",
+    "training": ("training_overhead.py", []),
+    "memory": ("memory.py", []),
+    "strip": ("strip_latency.py", []),
+    "mask_update": ("mask_update.py", []),
+    "tflite": ("tflite_latency.py", []),
+    "training_backends": (
+        "training_overhead.py",
+        ["--backends=jax,torch", "--models=mlp,cnn", "--variants=default"],
+    ),
+    "mask_update_backends": ("mask_update.py", ["--backends=jax,torch"]),
 }
 
 _QUICK = flags.DEFINE_bool(
@@ -101,17 +111,19 @@ def _normalize_row(row: dict, group: str) -> dict:
             used.add(key)
         values[field] = value
     name = str(values["name"] or "unnamed")
-    if group == "mask_update" and not name.lower().startswith("mask"):
+    if group.startswith("mask_update") and not name.lower().startswith("mask"):
         name = f"mask update: {name}"
     target = row.get("target")
     met = row.get("met")
     if met is None and _is_number(target) and _is_number(values["median"]):
         met = values["median"] <= target
-    used |= {"target", "met", "group", "details"}
+    used |= {"target", "met", "group", "details", "backend"}
     details = dict(row.get("details") or {})
     details.update({k: v for k, v in row.items() if k not in used})
+    backend = {"backend": row["backend"]} if "backend" in row else {}
     return {
         "name": name,
+        **backend,
         "group": row.get("group", group),
         "median": values["median"],
         "min": values["min"],
@@ -133,13 +145,14 @@ def _rows_of(payload, group: str) -> list[dict]:
 
 def _run_benchmark(name: str, quick: bool, directory: str) -> dict:
     """Runs one benchmark script; returns its record and rows."""
-    script = os.path.join(_HERE, _BENCHMARKS[name])
+    script_name, args = _BENCHMARKS[name]
+    script = os.path.join(_HERE, script_name)
     if not os.path.exists(script):
         message = f"skipped: {os.path.relpath(script)} does not exist"
         print(f"\n== {name}: {message}", flush=True)
         return {"skipped": message, "rows": []}
     json_path = os.path.join(directory, f"{name}.json")
-    argv = [sys.executable, script, f"--json={json_path}"]
+    argv = [sys.executable, script, f"--json={json_path}", *args]
     if quick:
         argv.append("--quick")
     print(f"\n== {name}: {' '.join(argv[1:])}", flush=True)
@@ -162,7 +175,7 @@ def _run_benchmark(name: str, quick: bool, directory: str) -> dict:
         )
     elif not rows:
         rows.append(common.error_row(f"{name}: no rows in its JSON", name))
-    if name == "mask_update" and payload is not None:
+    if name.startswith("mask_update") and payload is not None:
         record["raw"] = payload
     return {**record, "rows": rows}
 
@@ -200,6 +213,8 @@ def main(argv: list[str]) -> int:
         "ratios are medians over pairs, compare with the A/A rows:\n"
     )
     print(common.format_table(rows))
+    print("\nPer Keras backend, side by side:\n")
+    print(common.format_backend_table(rows))
     print(
         f"\nTargets met: {met} of {len(targeted)}. Wall time: {seconds:.0f} s."
         f" Results: {json_path}"

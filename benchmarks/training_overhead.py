@@ -2,10 +2,13 @@
 
 For each model (MLP 784-1024-1024-10, a small CNN, a 2-layer LSTM-200 word
 language model; see `common.MODELS`) and each variant of Keras' `fit`
-(`default`: `jit_compile=False`, which is what `"auto"` resolves to on a
-CPU-only machine; `jit`: `jit_compile=True`; `spe8`: `jit_compile=False`,
+(`default`: `jit_compile="auto"`, the backend's default path: no XLA on
+TensorFlow without a GPU, XLA on JAX, eager on PyTorch; `jit`:
+`jit_compile=True`, TensorFlow only (on JAX it is the default, on PyTorch
+it would be `torch.compile`); `spe8`: the default's `jit_compile`,
 `steps_per_execution=8`), three models of identical initial weights are
-trained in one process on the same synthetic batches:
+trained in one process on the same synthetic batches (NumPy arrays, one
+pass over them per fit):
 
 - `dense`: the plain model;
 - `pruned`: `prune_low_magnitude(model, PolynomialDecay(0.0, 0.9,
@@ -38,13 +41,23 @@ measured in short fits. The dense arms' mean step time is the mean over
 their window. Per round: pruned / dense and dense_copy / dense (A/A); a row
 reports the median of these ratios over the rounds, with min and max.
 
+It runs on the Keras backend `KERAS_BACKEND` names (TensorFlow by
+default); rows carry it as `backend`, and rows of another backend than
+TensorFlow have it in their name too (`train mlp default (jax): ...`).
+`--backends=tensorflow,jax,torch` runs the script once per backend, each
+in its own process, and prints their rows side by side; a variant a
+backend does not have (`jit` off TensorFlow) is left out there.
+
     python benchmarks/training_overhead.py [--quick] [--json=PATH]
         [--models=mlp,cnn,lstm] [--variants=default,jit,spe8] [--pairs=15]
+        [--backends=tensorflow,jax,torch]
 """
 
 import dataclasses
+import functools
 import gc
 import math
+import os
 import statistics
 import time
 import warnings
@@ -54,9 +67,9 @@ import common
 common.quiet_tensorflow()
 
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from keras import ops  # noqa: E402
 
 import model_pruning as mp  # noqa: E402
 
@@ -83,6 +96,14 @@ _MASK_DTYPE = flags.DEFINE_enum(
     ["", "uint8"],
     "`mask_dtype` of the pruned arm: '' (the weight's dtype) or 'uint8'.",
 )
+_TORCH_THREADS = common.torch_threads_flag()
+_BACKENDS = flags.DEFINE_list(
+    "backends",
+    None,
+    "Run once per Keras backend, each in its own process, and print the "
+    f"rows side by side; from {list(common.BACKENDS)}. Default: only the "
+    "backend Keras runs on here (KERAS_BACKEND).",
+)
 
 _GROUP = "training_overhead"
 _ARMS = ("dense", "pruned", "dense_copy")
@@ -90,17 +111,24 @@ _ARMS = ("dense", "pruned", "dense_copy")
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """How `fit` runs: XLA or not, steps per execution, and the target."""
+    """How `fit` runs: XLA or not (`"auto"`: the backend's default),
+    steps per execution, the target, and the backends it runs on."""
 
-    jit_compile: bool
+    jit_compile: bool | str
     steps_per_execution: int
     target: float
+    backends: tuple[str, ...] = common.BACKENDS
 
 
 VARIANTS = {
-    "default": Variant(jit_compile=False, steps_per_execution=1, target=1.05),
-    "jit": Variant(jit_compile=True, steps_per_execution=1, target=1.03),
-    "spe8": Variant(jit_compile=False, steps_per_execution=8, target=1.05),
+    "default": Variant(jit_compile="auto", steps_per_execution=1, target=1.05),
+    "jit": Variant(
+        jit_compile=True,
+        steps_per_execution=1,
+        target=1.03,
+        backends=("tensorflow",),
+    ),
+    "spe8": Variant(jit_compile="auto", steps_per_execution=8, target=1.05),
 }
 
 
@@ -111,20 +139,43 @@ class StepTimer(keras.callbacks.Callback):
     List it first so its time stamp precedes the other callbacks' work for
     that batch. It has no batch-end hook, so Keras keeps dispatching
     batch-end callbacks asynchronously, as it does without it.
+
+    On JAX a training step returns before it has run (asynchronous
+    dispatch), so a time stamp alone says when a step was queued. There,
+    before the stamps at the batches in `block_at` and at the epoch's end,
+    it waits until the model's variables are computed (`self.model` hands
+    fit's state to the variables first): the time between two such stamps
+    is then the time the steps between them took.
     """
 
-    def __init__(self):
+    def __init__(self, block_at: tuple[int, ...] = ()):
         super().__init__()
         self.stamps: list[tuple[int, float]] = []
+        self.block_at = set(block_at) if _ASYNC_DISPATCH else set()
 
     def on_train_begin(self, logs=None):
         self.stamps = []
 
     def on_train_batch_begin(self, batch, logs=None):
+        if batch in self.block_at:
+            _block_until_computed(self.model)
         self.stamps.append((batch, time.perf_counter()))
 
     def on_epoch_end(self, epoch, logs=None):
+        if _ASYNC_DISPATCH:
+            _block_until_computed(self.model)
         self.stamps.append((None, time.perf_counter()))
+
+
+# JAX dispatches steps asynchronously; TensorFlow's eager calls and
+# PyTorch's CPU ops return when they have run.
+_ASYNC_DISPATCH = keras.backend.backend() == "jax"
+
+
+def _block_until_computed(model: keras.Model) -> None:
+    import jax
+
+    jax.block_until_ready([v.value for v in model.variables])
 
 
 @dataclasses.dataclass
@@ -166,7 +217,8 @@ class _Cell:
         # Round 0 is the warm-up; the update of round r is at step
         # FREQUENCY * (r + 1), the last one at the schedule's end step.
         self.end_step = common.FREQUENCY * (rounds + 1)
-        self.dataset = common.dataset(spec, seed=seed)
+        self.data = common.arrays(spec, self.fit_steps, seed=seed)
+        self.auto_jit = _auto_jit_compile()
         self.arms = {
             name: self._make_arm(name == "pruned", seed) for name in _ARMS
         }
@@ -177,7 +229,14 @@ class _Cell:
 
     def _make_arm(self, pruned: bool, seed: int) -> _Arm:
         model = common.build_seeded(self.spec, seed)
-        timer = StepTimer()
+        # The window's start, the update's execution and the next one.
+        timer = StepTimer(
+            block_at=tuple(
+                e * self.spe
+                for e in (1, self.update_exec, self.update_exec + 1)
+                if e <= self.window_execs
+            )
+        )
         callbacks = [timer]
         if pruned:
             schedule = mp.PolynomialDecay(
@@ -213,13 +272,19 @@ class _Cell:
         if not all((a == b).all() for a, b in zip(dense, copy, strict=True)):
             raise RuntimeError("dense and dense_copy start from other weights")
 
+    @property
+    def jit_compile(self) -> bool:
+        """What the variant's `jit_compile` resolves to here."""
+        if self.variant.jit_compile == "auto":
+            return self.auto_jit
+        return bool(self.variant.jit_compile)
+
     def _check_jit(self) -> None:
         for name, arm in self.arms.items():
-            if bool(arm.model.jit_compile) != self.variant.jit_compile:
+            if bool(arm.model.jit_compile) != self.jit_compile:
                 raise RuntimeError(
                     f"{self.spec.name} {name}: Keras resolved jit_compile to "
-                    f"{arm.model.jit_compile}, not "
-                    f"{self.variant.jit_compile}"
+                    f"{arm.model.jit_compile}, not {self.jit_compile}"
                 )
 
     def _start_step(self, round_index: int) -> int:
@@ -230,8 +295,11 @@ class _Cell:
         """Fits arm `name` once; returns its mean seconds per step."""
         arm = self.arms[name]
         arm.model.optimizer.iterations.assign(self._start_step(round_index))
+        x, y = self.data
         arm.model.fit(
-            self.dataset,
+            x,
+            y,
+            batch_size=self.spec.batch_size,
             epochs=1,
             steps_per_epoch=self.fit_steps,
             verbose=0,
@@ -264,7 +332,7 @@ class _Cell:
     def _check_update(self, arm: _Arm, round_index: int) -> None:
         expected = common.FREQUENCY * (round_index + 1)
         for layer in mp.pruned_layers(arm.model):
-            last = int(layer.last_mask_update_step.numpy())
+            last = int(ops.convert_to_numpy(layer.last_mask_update_step))
             if last != expected:
                 raise RuntimeError(
                     f"{layer.name}: last mask update at step {last}, "
@@ -285,9 +353,14 @@ class _Cell:
         pruned_ratios = common.ratios(samples, "pruned", "dense")
         aa_ratios = common.ratios(samples, "dense_copy", "dense")
         sparsity = mp.get_weight_sparsity(self.arms["pruned"].model)
+        backend = keras.backend.backend()
+        case = f"{self.spec.name} {self.variant_name}"
         details = {
+            "case": case,
+            "measure": "pruned/dense",
             "model": self.spec.description,
-            "jit_compile": self.variant.jit_compile,
+            "jit_compile": self.jit_compile,
+            "blocks_until_computed": _ASYNC_DISPATCH,
             "steps_per_execution": self.spe,
             "rounds": self.rounds,
             "fit_steps": self.fit_steps,
@@ -324,7 +397,9 @@ class _Cell:
         name = f"train {self.spec.name} {self.variant_name}"
         if _MASK_DTYPE.value:
             name += f" ({_MASK_DTYPE.value} masks)"
-        return [
+        if backend != "tensorflow":
+            name += f" ({backend})"
+        rows = [
             common.make_row(
                 f"{name}: pruned/dense",
                 _GROUP,
@@ -338,17 +413,29 @@ class _Cell:
                 aa_ratios,
                 None,
                 {
+                    "case": case,
+                    "role": "aa",
+                    "measure": "dense_copy/dense",
                     "model": self.spec.description,
                     "rounds": self.rounds,
                     "ratios": [round(r, 4) for r in aa_ratios],
                 },
             ),
         ]
+        return [{**row, "backend": backend} for row in rows]
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@functools.cache
 def _auto_jit_compile() -> bool:
-    """Returns what `compile(jit_compile="auto")` resolves to here (False
-    on a machine with only CPUs: Keras turns XLA off there)."""
+    """Returns what `compile(jit_compile="auto")` resolves to here: on
+    TensorFlow False on a machine with only CPUs (Keras turns XLA off
+    there), on JAX True, on PyTorch False."""
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse", jit_compile="auto")
     return bool(model.jit_compile)
@@ -363,15 +450,25 @@ def run(
 ) -> list[dict]:
     """Runs every model under every variant; returns the rows."""
     auto_jit = _auto_jit_compile()
+    backend = keras.backend.backend()
     rows = []
     for model_name in model_names:
         spec = common.MODELS[model_name]
         window = spec.quick_window_steps if quick else spec.window_steps
         for variant_name in variant_names:
+            if backend not in VARIANTS[variant_name].backends:
+                print(
+                    f"train {model_name} {variant_name}: skipped, the "
+                    f"variant does not run on {backend}",
+                    flush=True,
+                )
+                continue
             start = time.perf_counter()
             cell = _Cell(spec, variant_name, rounds, window, seed)
             cell_rows = cell.run()
             cell_rows[0]["details"]["keras_auto_jit_compile_here"] = auto_jit
+            if backend == "torch":
+                cell_rows[0]["details"]["torch_threads"] = _torch_threads()
             rows += cell_rows
             details = cell_rows[0]["details"]
             print(
@@ -389,16 +486,61 @@ def run(
     return rows
 
 
+def _run_backends(backends: list[str], start: float) -> None:
+    """Runs this script once per backend; prints the rows side by side."""
+    rows, children = common.run_per_backend(
+        os.path.abspath(__file__),
+        backends,
+        common.present_flag_args(
+            [
+                "quick",
+                "models",
+                "variants",
+                "pairs",
+                "seed",
+                "mask_dtype",
+                "torch_threads",
+            ]
+        ),
+    )
+    print("\nTraining step time, pruned / dense, per backend:\n")
+    print(common.format_backend_table(rows))
+    print(f"Wall time: {time.perf_counter() - start:.0f} s")
+    if _JSON.value:
+        common.write_json(
+            _JSON.value,
+            {
+                "rows": rows,
+                "backends": children,
+                "machine": common.machine_info(),
+                "wall_seconds": round(time.perf_counter() - start, 1),
+            },
+        )
+    if any(child["returncode"] for child in children.values()):
+        raise SystemExit(1)
+
+
 def main(argv: list[str]) -> None:
     del argv
     start = time.perf_counter()
-    tf.get_logger().setLevel("ERROR")
     for name in _MODELS.value:
         if name not in common.MODELS:
             raise app.UsageError(f"unknown model {name!r}")
     for name in _VARIANTS.value:
         if name not in VARIANTS:
             raise app.UsageError(f"unknown variant {name!r}")
+    if _BACKENDS.value:
+        try:
+            backends = common.check_backends(_BACKENDS.value)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from None
+        _run_backends(backends, start)
+        return
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+    common.set_torch_threads(_TORCH_THREADS.value)
     rounds = _PAIRS.value or (2 if _QUICK.value else 15)
     plan = [(m, _VARIANTS.value) for m in _MODELS.value]
     if _QUICK.value and not _MODELS.present and not _VARIANTS.present:

@@ -75,10 +75,10 @@ def kth_largest_magnitude(
         all entries (a scalar of the weights' dtype; unspecified when not
         finite), and whether every kept entry is finite.
     """
-    if not backends.is_tensorflow():  # Eager: NumPy on the host copies.
+    if not backends.is_tensorflow():  # Eager: NumPy on the host arrays.
         k = int(ops.convert_to_numpy(k))
         kth, finite = _select(
-            max(k, 1), *map(ops.convert_to_numpy, [*weights, *masks])
+            max(k, 1), *map(_host_array, [*weights, *masks])
         )
         if k == 0:
             kth = np.nextafter(kth, np.asarray(np.inf, kth.dtype))
@@ -127,6 +127,10 @@ def assign_at_threshold(
         # Under Keras' distribution API the jitted pass keeps its inputs'
         # sharding, and a JAX variable lays out what it is assigned anyway.
         for weight, mask in zip(weights, masks, strict=True):
+            if keras.backend.backend() == "torch" and _assign_in_place_torch(
+                weight, mask, threshold, mask_weight
+            ):
+                continue
             new_mask, new_weight = _masked_at_threshold()(
                 weight.value, mask.value, threshold
             )
@@ -153,6 +157,67 @@ def assign_at_threshold(
     else:
         # A new function object each trace (see `Pruning.__init__`).
         tf.function(functools.partial(assign), jit_compile=True)()
+
+
+def _host_array(value: Any) -> np.ndarray:
+    """`value` (a Keras variable or tensor) as a NumPy array, sharing its
+    memory where the backend allows it (a tensor in host memory), since
+    pass 1 only reads it; a copy otherwise."""
+    value = getattr(value, "value", value)
+    backend = keras.backend.backend()
+    if backend == "torch":
+        tensor = value.detach()
+        if tensor.device.type == "cpu":
+            return tensor.numpy()
+    elif backend == "jax":
+        return np.asarray(value)  # No copy for an array on the CPU.
+    return ops.convert_to_numpy(value)
+
+
+# Entries per chunk of the in-place PyTorch pass: its temporaries (the
+# magnitudes and the compare) stay in cache.
+_TORCH_CHUNK = 1 << 18
+
+
+def _assign_in_place_torch(
+    weight: Any, mask: Any, threshold: Any, mask_weight: bool
+) -> bool:
+    """`_new_mask_and_weight`'s values written into the variables' own
+    tensors, chunk by chunk: per chunk `|w|` and `|w| >= threshold` into
+    two cached buffers, the mask zeroed where that fails, the weight
+    multiplied by the new mask. One read of `w` and `m` and one write of
+    each, where the `keras.ops` form makes `abs`, the compare, `where`,
+    the cast, the product and two copies, each over the whole tensor.
+    The same values bit for bit (`masked_fill_` is `where(kept, m, 0)`,
+    `mul_` the product of `w` and the mask in `w`'s dtype).
+
+    Returns:
+        Whether it assigned: `False` for a tensor that is not contiguous
+        (the `keras.ops` form then runs).
+    """
+    import torch
+
+    w, m = weight.value, mask.value
+    if not (w.is_contiguous() and m.is_contiguous()):
+        return False
+    with torch.no_grad():
+        flat_w, flat_m = w.view(-1), m.view(-1)
+        size = flat_w.numel()
+        bound = torch.as_tensor(threshold, device=w.device).to(w.dtype)
+        chunk = max(1, min(size, _TORCH_CHUNK))
+        magnitudes = torch.empty(chunk, dtype=w.dtype, device=w.device)
+        dropped = torch.empty(chunk, dtype=torch.bool, device=w.device)
+        for start in range(0, size, chunk):
+            stop = min(start + chunk, size)
+            part_m = flat_m[start:stop]
+            mags, drop = magnitudes[: stop - start], dropped[: stop - start]
+            torch.abs(flat_w[start:stop], out=mags)
+            torch.ge(mags, bound, out=drop)  # NaN: False, so dropped
+            drop.logical_not_()
+            part_m.masked_fill_(drop, 0)
+            if mask_weight:
+                flat_w[start:stop].mul_(part_m)
+    return True
 
 
 def _new_mask_and_weight(weight: Any, mask: Any, threshold: Any):
