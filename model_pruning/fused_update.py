@@ -77,9 +77,7 @@ def kth_largest_magnitude(
     """
     if not backends.is_tensorflow():  # Eager: NumPy on the host arrays.
         k = int(ops.convert_to_numpy(k))
-        kth, finite = _select(
-            max(k, 1), *map(_host_array, [*weights, *masks])
-        )
+        kth, finite = _select(max(k, 1), *map(_host_array, [*weights, *masks]))
         if k == 0:
             kth = np.nextafter(kth, np.asarray(np.inf, kth.dtype))
         return ops.convert_to_tensor(kth), bool(finite)
