@@ -607,6 +607,19 @@ def format_backend_table(rows: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
+def backends_flag():
+    """Defines `--backends` (call once per script, at import)."""
+    from absl import flags
+
+    return flags.DEFINE_list(
+        "backends",
+        None,
+        "Run once per Keras backend, each in its own process, and print the "
+        f"rows side by side; from {list(BACKENDS)}. Default: only the "
+        "backend Keras runs on here (KERAS_BACKEND).",
+    )
+
+
 def torch_threads_flag():
     """Defines `--torch_threads` (call once per script, at import)."""
     from absl import flags

@@ -94,13 +94,7 @@ _GLOBAL_CASE = flags.DEFINE_bool(
     "global_case", True, "Also run the global case (10 tensors, 50M)."
 )
 _TORCH_THREADS = common.torch_threads_flag()
-_BACKENDS = flags.DEFINE_list(
-    "backends",
-    None,
-    "Run once per Keras backend, each in its own process, and print the "
-    f"rows side by side; from {list(common.BACKENDS)}. Default: only the "
-    "backend Keras runs on here (KERAS_BACKEND).",
-)
+_BACKENDS = common.backends_flag()
 
 _SIZES = (1_000_000, 10_000_000, 37_000_000)
 _SPARSITIES = (0.5, 0.9)

@@ -97,13 +97,7 @@ _MASK_DTYPE = flags.DEFINE_enum(
     "`mask_dtype` of the pruned arm: '' (the weight's dtype) or 'uint8'.",
 )
 _TORCH_THREADS = common.torch_threads_flag()
-_BACKENDS = flags.DEFINE_list(
-    "backends",
-    None,
-    "Run once per Keras backend, each in its own process, and print the "
-    f"rows side by side; from {list(common.BACKENDS)}. Default: only the "
-    "backend Keras runs on here (KERAS_BACKEND).",
-)
+_BACKENDS = common.backends_flag()
 
 _GROUP = "training_overhead"
 _ARMS = ("dense", "pruned", "dense_copy")

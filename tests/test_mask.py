@@ -79,24 +79,6 @@ def test_magnitude_mask_uses_magnitudes_of_signed_weights():
 
 
 @pytest.mark.parametrize(
-    "size, sparsity, expected",
-    [
-        # Exact halves in float32: round half to even.
-        (10, 0.25, 8),  # 7.5 -> 8
-        (10, 0.75, 2),  # 2.5 -> 2
-        (6, 0.75, 2),  # 1.5 -> 2
-        (2, 0.75, 0),  # 0.5 -> 0
-        (4, 0.375, 2),  # 2.5 -> 2
-        (100, 0.875, 12),  # 12.5 -> 12
-        (100, 0.625, 38),  # 37.5 -> 38
-    ],
-)
-def test_num_kept_rounds_half_to_even(size, sparsity, expected):
-    assert int(num_kept(size, _f32(sparsity))) == expected
-    assert _expected_kept(size, sparsity) == expected
-
-
-@pytest.mark.parametrize(
     "size, sparsity",
     [
         (10, 0.25),

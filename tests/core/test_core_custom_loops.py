@@ -29,6 +29,16 @@ def _pruned_model():
     return mp.prune_low_magnitude(mlp(), pruning_schedule=schedule)
 
 
+def _pruned_model_and_loop_state():
+    """A pruned model, its built SGD optimizer and a `Pruning` stepped by
+    the optimizer's `iterations`."""
+    model = _pruned_model()
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    pruning = mp.Pruning(model=model, global_step=optimizer.iterations)
+    return model, optimizer, pruning
+
+
 def _batches():
     x, y = classification_data(samples=_STEPS * 8)
     for i in range(_STEPS):
@@ -50,10 +60,7 @@ def _assert_pruned(model):
 def test_tensorflow_loop_updates_masks_inside_a_tf_function():
     import tensorflow as tf
 
-    model = _pruned_model()
-    optimizer = keras.optimizers.SGD(0.1)
-    optimizer.build(model.trainable_variables)
-    pruning = mp.Pruning(model=model, global_step=optimizer.iterations)
+    model, optimizer, pruning = _pruned_model_and_loop_state()
 
     @tf.function
     def train_step(x, y):
@@ -70,10 +77,7 @@ def test_tensorflow_loop_updates_masks_inside_a_tf_function():
 
 @pytest.mark.skipif(BACKEND != "torch", reason="a PyTorch loop")
 def test_torch_loop_updates_masks_after_each_step():
-    model = _pruned_model()
-    optimizer = keras.optimizers.SGD(0.1)
-    optimizer.build(model.trainable_variables)
-    pruning = mp.Pruning(model=model, global_step=optimizer.iterations)
+    model, optimizer, pruning = _pruned_model_and_loop_state()
 
     for x, y in _batches():
         model.zero_grad()
@@ -89,10 +93,7 @@ def test_torch_loop_updates_masks_after_each_step():
 def test_jax_loop_updates_masks_between_jitted_steps():
     import jax
 
-    model = _pruned_model()
-    optimizer = keras.optimizers.SGD(0.1)
-    optimizer.build(model.trainable_variables)
-    pruning = mp.Pruning(model=model, global_step=optimizer.iterations)
+    model, optimizer, pruning = _pruned_model_and_loop_state()
 
     def loss_fn(trainable, non_trainable, x, y):
         y_pred, non_trainable = model.stateless_call(
