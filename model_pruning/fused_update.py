@@ -129,7 +129,7 @@ def assign_at_threshold(
                 weight, mask, threshold, mask_weight
             ):
                 continue
-            new_mask, new_weight = _masked_at_threshold()(
+            new_mask, new_weight = _masked_at_threshold(mask_weight)(
                 weight.value, mask.value, threshold
             )
             mask.assign(new_mask)
@@ -226,13 +226,16 @@ def _new_mask_and_weight(weight: Any, mask: Any, threshold: Any):
 
 
 @functools.cache
-def _masked_at_threshold():
+def _masked_at_threshold(donate_weight: bool):
     """`_new_mask_and_weight`, compiled into one loop on JAX (eager ops on
-    PyTorch)."""
+    PyTorch). On JAX the old mask's buffer (and the weight's, when
+    `donate_weight`: the weight is assigned the result) is donated, so the
+    loop writes in place instead of filling new arrays."""
     if keras.backend.backend() == "jax":
         import jax
 
-        return jax.jit(_new_mask_and_weight)
+        donated = (0, 1) if donate_weight else (1,)
+        return jax.jit(_new_mask_and_weight, donate_argnums=donated)
     return _new_mask_and_weight
 
 

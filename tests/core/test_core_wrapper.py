@@ -210,3 +210,24 @@ def test_weights_set_by_hand_are_masked_by_apply_masks_and_strip():
     wrapper.apply_masks()
     np.testing.assert_array_equal(to_numpy(entry.weight), mask)
     np.testing.assert_allclose(to_numpy(pruned(x)), x @ mask + bias, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mask_dtype", [None, "uint8"])
+def test_mask_constraint_masks_the_weight_as_the_optimizer_applies_it(
+    mask_dtype,
+):
+    weights = np.array([[-2.0, 1.0], [-0.5, np.nan]], "float32")
+    wrapper = _built_wrapper("dense", mask_dtype=mask_dtype)
+    (entry,) = wrapper.pruned_weights
+    entry.weight.assign(np.resize(weights, (5, 3)))
+    mask = np.resize(np.array([[1, 0], [0, 1]], "float32"), (5, 3))
+    entry.mask.assign(mask.astype(mask_dtype or "float32"))
+    before = to_numpy(entry.weight)
+    # What a Keras optimizer does after each update.
+    entry.weight.assign(entry.weight.constraint(entry.weight))
+    after = to_numpy(entry.weight)
+    expected = np.where(mask != 0, before, 0.0)
+    np.testing.assert_array_equal(after, expected)
+    # Only kept entries carry a value: NaN and signs stay where kept.
+    assert np.isnan(after[mask != 0]).sum() == np.isnan(before[mask != 0]).sum()
+    np.testing.assert_array_equal(after[mask == 0], 0.0)
