@@ -31,9 +31,10 @@ largest, the same float32 arithmetic, `w * new_mask` with its signed
 zeros. Only float32 and float64 weights with element-wise masks take this
 path, in graph or eager mode, not inside an XLA-compiled caller; the rest
 uses the general one. On JAX and PyTorch, which update eagerly, pass 1
-runs on NumPy copies of the weights and masks (not for a weight sharded
-over several devices) and pass 2 with `keras.ops` (one `jax.jit` loop on
-JAX).
+reads the weights' and masks' host memory as NumPy arrays without a copy
+(a weight split over several devices never comes here), and pass 2 is one
+`jax.jit` loop donated the old buffers on JAX, and writes in place, chunk
+by chunk, on PyTorch (the `keras.ops` form for a non-contiguous tensor).
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 For each pruned weight `<w>` of the wrapped layer (or of its sublayers, at
 any depth) the wrapper adds the non-trainable `<w>_mask` (ones, the weight's
 shape and dtype, or uint8 with `mask_dtype="uint8"`) and `<w>_threshold` (a
-zero scalar), plus one int64 `last_mask_update_step`. Under Keras'
-distribution API on JAX each mask has its weight's layout (sharded as the
-weight is) and the scalars are replicated. It holds state and
-applies masks; `pruning.Pruning` decides when and how masks change.
+zero scalar), plus one int64 `last_mask_update_step` (int32 on JAX
+without `jax_enable_x64`). Under Keras' distribution API on JAX each mask
+has its weight's layout (sharded as the weight is) and the scalars are
+replicated. It holds state and applies masks; `pruning.Pruning` decides
+when and how masks change.
 """
 
 import inspect
